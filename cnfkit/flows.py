@@ -1,0 +1,346 @@
+"""Conditional normalizing flows: the multi-scale image flow and the vector flow.
+
+Both are *distributions* over ``y`` given ``x`` (nflows' split of responsibilities):
+``conditioner`` maps ``x`` to features ``h = g(x)`` that feed every coupling, split prior and the
+top prior.  Calling the model, ``flow(y, x)``, returns ``log p(y | x)`` in nats per sample; that is
+what a training loop (and DistributedDataParallel) wraps.  ``flow.encode`` / ``flow.decode`` expose
+the underlying bijection ``y <-> z`` for tests and analysis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import nets
+from .layers import ActNorm, AffineCoupling, FlowSequential, NetFactory, Permutation, Squeeze, flow_step
+from .metrics import bits_per_dim
+from .priors import DiagonalGaussian, SplitPrior
+
+__all__ = ["ConditionalFlow", "VectorFlow", "resize_features"]
+
+
+def _check_finite(t: Tensor, name: str) -> None:
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def resize_features(h: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize a feature map to ``size``: average pooling down (anti-aliased), bilinear up."""
+    if tuple(h.shape[-2:]) == tuple(size):
+        return h
+    if h.shape[-2] >= size[0] and h.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(h, size)
+    return F.interpolate(h, size=size, mode="bilinear", align_corners=False)
+
+
+class ConditionalFlow(nn.Module):
+    """Multi-scale conditional Glow (Winkler et al. 2019, sec. 3.1 and 5; Kingma & Dhariwal 2018).
+
+    ``levels`` (L) levels, each ``Squeeze -> steps (K) x [ActNorm -> 1x1 conv -> coupling]``;
+    after every level but the last, a conditional split prior factors out half the channels; the
+    remaining latent gets the conditional top prior.  Conditioning features ``h = conditioner(x)``
+    (or ``x`` itself when there is no conditioner) are resized to each level's resolution.  A
+    conditioner may instead return one feature map per level (a list of L tensors).
+
+    Args:
+        in_channels: channels of ``y``.
+        levels, steps: L and K.
+        hidden: width of the coupling networks.
+        cond_channels: channels of the conditioning features (0: unconditional flow); an int, or
+            one int per level when the conditioner returns per-level features.
+        conditioner: module ``x -> h``; ``None`` uses ``x`` as the features.
+        coupling: ``"affine"`` or ``"additive"``.
+        coupling_net: ``"glow"`` (Table 6) or ``"instance"`` (Table 7).
+        lu: LU-parameterised 1x1 convolutions.
+        actnorm: include ActNorm in each step.
+        prior_net: ``net_fn`` for the (split) prior networks; default a zero-initialised 3x3 conv.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        levels: int = 2,
+        steps: int = 8,
+        hidden: int = 512,
+        cond_channels: int | Sequence[int] = 0,
+        conditioner: nn.Module | None = None,
+        *,
+        coupling: str = "affine",
+        coupling_net: str = "glow",
+        lu: bool = True,
+        actnorm: bool = True,
+        scale: str = "sigmoid",
+        prior_net: NetFactory | None = None,
+    ) -> None:
+        super().__init__()
+        if levels < 1 or steps < 1 or hidden < 1 or in_channels < 1:
+            raise ValueError(
+                f"levels, steps, hidden and in_channels must be positive, got {levels}, {steps}, {hidden}, {in_channels}"
+            )
+        cond = [cond_channels] * levels if isinstance(cond_channels, int) else list(cond_channels)
+        if len(cond) != levels or any(c < 0 for c in cond):
+            raise ValueError(f"cond_channels must be a non-negative int or {levels} of them, got {cond_channels}")
+        self.in_channels = in_channels
+        self.num_levels = levels
+        self.cond_channels = cond
+        self.conditioner = conditioner
+        net_fn = nets.net_factory(coupling_net, hidden=hidden)
+        prior_net = prior_net or partial(nets.ZeroConv2d, kernel_size=3)
+
+        self.levels = nn.ModuleList()
+        self.splits = nn.ModuleList()
+        self.latent_channels: list[int] = []
+        c = in_channels
+        for lvl in range(levels):
+            c *= 4
+            steps_ = [
+                flow_step(c, net_fn, cond[lvl], coupling=coupling, lu=lu, actnorm=actnorm, scale=scale)
+                for _ in range(steps)
+            ]
+            self.levels.append(FlowSequential(Squeeze(), *steps_))
+            if lvl < levels - 1:
+                split = SplitPrior(c, cond[lvl], prior_net)
+                self.splits.append(split)
+                self.latent_channels.append(split.out_channels)
+                c = split.keep_channels
+        self.latent_channels.append(c)
+        self.top_prior = DiagonalGaussian(c, cond[-1], prior_net)
+
+    # --- conditioning ------------------------------------------------------------------------
+    def features(self, x: Tensor | None, size: tuple[int, int], batch: int | None = None) -> list[Tensor | None]:
+        """Conditioning features for each level of an output of spatial ``size``."""
+        if not any(self.cond_channels):
+            return [None] * self.num_levels
+        if x is None:
+            raise ValueError("this flow is conditional: pass the conditioning input x")
+        _check_finite(x, "conditioning input x")
+        h = self.conditioner(x) if self.conditioner is not None else x
+        hs = list(h) if isinstance(h, (list, tuple)) else [h] * self.num_levels
+        if len(hs) != self.num_levels:
+            raise ValueError(f"the conditioner returned {len(hs)} feature maps for {self.num_levels} levels")
+        out: list[Tensor | None] = []
+        for lvl, (f, c) in enumerate(zip(hs, self.cond_channels)):
+            if f.dim() != 4 or f.shape[1] != c or (batch is not None and f.shape[0] != batch):
+                raise ValueError(
+                    f"conditioning features for level {lvl + 1} must have shape [{batch if batch else 'B'}, {c}, h, w],"
+                    f" got {tuple(f.shape)}"
+                )
+            s = 2 ** (lvl + 1)
+            out.append(resize_features(f, (size[0] // s, size[1] // s)))
+        return out
+
+    def _check_y(self, y: Tensor) -> None:
+        if y.dim() != 4 or y.shape[1] != self.in_channels:
+            raise ValueError(f"y must have shape [B, {self.in_channels}, H, W], got {tuple(y.shape)}")
+        m = 2**self.num_levels
+        if y.shape[2] % m or y.shape[3] % m:
+            raise ValueError(
+                f"a flow with {self.num_levels} levels needs H and W divisible by {m}, got {y.shape[2]}x{y.shape[3]};"
+                " pad the input (e.g. cnfkit.data.pad_to_multiple)"
+            )
+        _check_finite(y, "y")
+
+    # --- the bijection -----------------------------------------------------------------------
+    def _run(self, y: Tensor, hs: list[Tensor | None]) -> tuple[list[Tensor], Tensor, Tensor]:
+        zs: list[Tensor] = []
+        logdet = y.new_zeros(y.shape[0])
+        log_prior = y.new_zeros(y.shape[0])
+        z = y
+        for lvl, level in enumerate(self.levels):
+            z, ld = level(z, hs[lvl])
+            logdet = logdet + ld
+            if lvl < self.num_levels - 1:
+                z, z_out, lp = self.splits[lvl](z, hs[lvl])
+                zs.append(z_out)
+                log_prior = log_prior + lp
+        zs.append(z)
+        log_prior = log_prior + self.top_prior.log_prob(z, hs[-1])
+        return zs, logdet, log_prior
+
+    def encode(self, y: Tensor, x: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+        """The bijection ``y -> (z_1, ..., z_L)`` and its ``log|det dz/dy|`` per sample."""
+        self._check_y(y)
+        zs, logdet, _ = self._run(y, self.features(x, y.shape[-2:], y.shape[0]))
+        return zs, logdet
+
+    def decode(
+        self,
+        zs: Sequence[Tensor | None],
+        x: Tensor | None = None,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Inverse of :meth:`encode`. ``None`` entries of ``zs`` are sampled from the priors."""
+        if len(zs) != self.num_levels:
+            raise ValueError(f"decode needs {self.num_levels} latents (None to sample), got {len(zs)}")
+        top = zs[-1]
+        if top is None:
+            raise ValueError("decode needs the top latent; use sample() to draw it")
+        size = (top.shape[-2] * 2**self.num_levels, top.shape[-1] * 2**self.num_levels)
+        return self._decode(top, list(zs[:-1]), self.features(x, size, top.shape[0]), temperature, generator)
+
+    def _decode(self, z, z_outs, hs, temperature, generator) -> Tensor:
+        for lvl in reversed(range(self.num_levels)):
+            if lvl < self.num_levels - 1:
+                z = self.splits[lvl].join(z, hs[lvl], z_outs[lvl], temperature, generator)
+            z, _ = self.levels[lvl].inverse(z, hs[lvl])
+        return z
+
+    # --- the distribution --------------------------------------------------------------------
+    def log_prob(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        """``log p(y | x)`` in nats, one value per sample."""
+        self._check_y(y)
+        _, logdet, log_prior = self._run(y, self.features(x, y.shape[-2:], y.shape[0]))
+        return log_prior + logdet
+
+    forward = log_prob
+
+    def bits_per_dim(self, y: Tensor, x: Tensor | None = None, n_bins: int | None = None) -> Tensor:
+        """Bits per dimension of ``y``; see :func:`cnfkit.metrics.bits_per_dim` for ``n_bins``."""
+        return bits_per_dim(self.log_prob(y, x), y[0].numel(), n_bins)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        x: Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        size: tuple[int, int] | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw ``y ~ p(y | x)`` with the priors' standard deviations scaled by ``temperature``.
+
+        One sample per row of ``x`` (repeat ``x`` for more).  The output size is ``size`` or, by
+        default, twice the spatial size of the first conditioning feature map (features at the
+        resolution of the first level, as for super-resolution and DRIVE).
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if x is None and num_samples is None:
+            raise ValueError("pass x (conditional) or num_samples (unconditional)")
+        batch = num_samples if x is None else x.shape[0]
+        if size is None:
+            if x is None:
+                raise ValueError("an unconditional sample needs size=(H, W)")
+            h = self.conditioner(x) if self.conditioner is not None else x
+            first = h[0] if isinstance(h, (list, tuple)) else h
+            size = (2 * first.shape[-2], 2 * first.shape[-1])
+        m = 2**self.num_levels
+        if size[0] % m or size[1] % m:
+            raise ValueError(f"sample size must be divisible by {m}, got {size}")
+        hs = self.features(x, size, batch)
+        s = 2**self.num_levels
+        top_shape = (batch, self.latent_channels[-1], size[0] // s, size[1] // s)
+        top = self.top_prior.sample(top_shape, hs[-1], temperature, generator)
+        return self._decode(top, [None] * (self.num_levels - 1), hs, temperature, generator)
+
+
+class VectorFlow(nn.Module):
+    """A (conditional) flow on vectors ``y in R^D`` for low-dimensional problems.
+
+    ``blocks`` blocks of ``[coupling(first half | second half, h), coupling(second | first, h),
+    fixed random permutation]`` (Ardizzone et al.'s GLOW coupling block; each coupling network is an
+    MLP with ``layers`` fully connected layers of ``hidden`` units).  The prior is a diagonal
+    Gaussian, conditioned on ``h`` when ``cond_dim > 0`` and ``conditional_prior`` is set; any module
+    with ``log_prob(z, context)`` and ``sample(shape, context, temperature, generator)`` can replace it.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        cond_dim: int = 0,
+        conditioner: nn.Module | None = None,
+        *,
+        blocks: int = 8,
+        hidden: int = 512,
+        layers: int = 3,
+        scale: str = "soft_exp",
+        actnorm: bool = False,
+        conditional_prior: bool = True,
+        prior: nn.Module | None = None,
+        permutation_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if dim < 2 or blocks < 1 or cond_dim < 0:
+            raise ValueError(f"need dim >= 2, blocks >= 1, cond_dim >= 0; got {dim}, {blocks}, {cond_dim}")
+        self.dim = dim
+        self.cond_dim = cond_dim
+        self.conditioner = conditioner
+        net_fn = nets.net_factory("mlp", hidden=hidden, layers=layers)
+        g = torch.Generator().manual_seed(permutation_seed)
+        mods = []
+        for _ in range(blocks):
+            if actnorm:
+                mods.append(ActNorm(dim))
+            mods.append(AffineCoupling(dim, net_fn, cond_dim, parity=0, scale=scale))
+            mods.append(AffineCoupling(dim, net_fn, cond_dim, parity=1, scale=scale))
+            mods.append(Permutation(dim, generator=g))
+        self.transform = FlowSequential(*mods)
+        if prior is not None:
+            self.prior = prior
+        elif cond_dim > 0 and conditional_prior:
+            self.prior = DiagonalGaussian(dim, cond_dim, net_fn)
+        else:
+            self.prior = DiagonalGaussian(dim)
+        self._prior_uses_context = cond_dim > 0 and (prior is not None or conditional_prior)
+
+    def features(self, x: Tensor | None, batch: int | None = None) -> Tensor | None:
+        if self.cond_dim == 0:
+            return None
+        if x is None:
+            raise ValueError("this flow is conditional: pass the conditioning input x")
+        _check_finite(x, "conditioning input x")
+        h = self.conditioner(x) if self.conditioner is not None else x
+        if h.dim() != 2 or h.shape[1] != self.cond_dim or (batch is not None and h.shape[0] != batch):
+            raise ValueError(f"conditioning features must have shape [{batch or 'B'}, {self.cond_dim}], got {tuple(h.shape)}")
+        return h
+
+    def _check_y(self, y: Tensor) -> None:
+        if y.dim() != 2 or y.shape[1] != self.dim:
+            raise ValueError(f"y must have shape [B, {self.dim}], got {tuple(y.shape)}")
+        _check_finite(y, "y")
+
+    def encode(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The bijection ``y -> z`` and its ``log|det dz/dy|`` per sample."""
+        self._check_y(y)
+        return self.transform(y, self.features(x, y.shape[0]))
+
+    def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
+        """Inverse of :meth:`encode`."""
+        return self.transform.inverse(z, self.features(x, z.shape[0]))[0]
+
+    def log_prob(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        """``log p(y | x)`` in nats, one value per sample."""
+        self._check_y(y)
+        h = self.features(x, y.shape[0])
+        z, logdet = self.transform(y, h)
+        return self.prior.log_prob(z, h if self._prior_uses_context else None) + logdet
+
+    forward = log_prob
+
+    @torch.no_grad()
+    def sample(
+        self,
+        x: Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """One sample per row of ``x`` (or ``num_samples`` unconditional samples)."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if x is None and num_samples is None:
+            raise ValueError("pass x (conditional) or num_samples (unconditional)")
+        batch = num_samples if x is None else x.shape[0]
+        h = self.features(x, batch)
+        z = self.prior.sample((batch, self.dim), h if self._prior_uses_context else None, temperature, generator)
+        return self.transform.inverse(z, h)[0]
+

@@ -1,0 +1,432 @@
+"""Invertible layers (bijections) for conditional normalizing flows.
+
+The contract
+------------
+Every layer in this module is a :class:`Bijection` between a data-side tensor ``y`` and a
+latent-side tensor ``z`` of the same shape, optionally conditioned on features ``cond``:
+
+* ``forward(y, cond=None) -> (z, logdet)``  with ``logdet = log|det dz/dy|``, one value per sample
+  (shape ``[B]``).  This is the *normalizing* direction used for likelihoods.
+* ``inverse(z, cond=None) -> (y, logdet)`` with ``logdet = log|det dy/dz|``, the log-determinant
+  of the inverse map at ``z``; it equals ``-forward(y)[1]`` at ``y = inverse(z)[0]``.  This is the
+  *generative* direction used for sampling.
+
+Tensors are laid out ``[B, C, *spatial]``: images are ``[B, C, H, W]`` and vectors are ``[B, D]``
+(``D`` plays the role of the channel dimension).  ``cond`` for an image layer is a feature map
+``[B, C_h, H, W]`` at the layer's resolution; for a vector layer it is ``[B, D_h]``.  Layers that
+do not use conditioning accept ``cond`` and ignore it, so a flow simply passes ``cond`` to every
+layer (no ``isinstance`` routing, no ``reverse=`` flags).
+
+The change-of-variables formula for a flow ``f = f_K o ... o f_1`` then reads::
+
+    log p(y | x) = log p_Z(f(y; h) | h) + sum_k forward_k(...)[1],   h = g(x)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "Bijection",
+    "FlowSequential",
+    "ActNorm",
+    "InvConv1x1",
+    "InvConv1x1LU",
+    "Squeeze",
+    "Permutation",
+    "AffineCoupling",
+    "AdditiveCoupling",
+    "SCALE_FUNCTIONS",
+    "flow_step",
+]
+
+
+def _sum_per_sample(t: Tensor) -> Tensor:
+    """Sum all dimensions except the batch dimension."""
+    return t.reshape(t.shape[0], -1).sum(dim=1)
+
+
+def _spatial_size(t: Tensor) -> int:
+    """Number of positions per channel (1 for vectors, H*W for images)."""
+    return math.prod(t.shape[2:])
+
+
+def _check_channels(t: Tensor, channels: int, name: str, layer: nn.Module) -> None:
+    if t.dim() < 2 or t.shape[1] != channels:
+        raise ValueError(
+            f"{type(layer).__name__} expects {name} of shape [B, {channels}, ...], got {tuple(t.shape)}"
+        )
+
+
+class Bijection(nn.Module):
+    """Base class: an invertible map y <-> z with a tractable log-Jacobian determinant.
+
+    Subclasses implement :meth:`forward` (y -> z) and :meth:`inverse` (z -> y), each returning the
+    transformed tensor and the per-sample ``log|det J|`` of *that* direction.  See the module
+    docstring for the full contract.
+    """
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        raise NotImplementedError
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        raise NotImplementedError
+
+
+class FlowSequential(Bijection):
+    """Composition of bijections; ``cond`` is handed to every layer."""
+
+    def __init__(self, *layers: Bijection) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logdet = y.new_zeros(y.shape[0])
+        for layer in self.layers:
+            y, ld = layer(y, cond)
+            logdet = logdet + ld
+        return y, logdet
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logdet = z.new_zeros(z.shape[0])
+        for layer in reversed(self.layers):
+            z, ld = layer.inverse(z, cond)
+            logdet = logdet + ld
+        return z, logdet
+
+
+class ActNorm(Bijection):
+    """Activation normalisation (Kingma & Dhariwal 2018): ``z = (y + loc) * exp(log_scale)``.
+
+    Per-channel affine map whose parameters are initialised from the first batch it sees so that
+    the output has zero mean and unit variance per channel.  Whether that has happened is stored in
+    the buffer ``initialized``, which is part of the ``state_dict``: a model loaded from a checkpoint
+    is never re-initialised.  A Python-side copy of the flag avoids a device sync on every call.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.channels = channels
+        self.eps = eps
+        self.loc = nn.Parameter(torch.zeros(channels))
+        self.log_scale = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._is_initialized = False
+        self.register_load_state_dict_post_hook(ActNorm._sync_flag_after_load)
+
+    @staticmethod
+    def _sync_flag_after_load(module: nn.Module, incompatible_keys: object) -> None:
+        module._is_initialized = bool(module.initialized)
+
+    def _view(self, p: Tensor, like: Tensor) -> Tensor:
+        return p.view((1, -1) + (1,) * (like.dim() - 2))
+
+    @torch.no_grad()
+    def initialize(self, y: Tensor) -> None:
+        """Set loc/scale so that ``forward(y)`` has zero mean, unit variance per channel."""
+        dims = [0] + list(range(2, y.dim()))
+        mean = y.mean(dim=dims)
+        std = y.std(dim=dims, unbiased=False)
+        self.loc.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + self.eps))
+        self.initialized.fill_(True)
+        self._is_initialized = True
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(y, self.channels, "input", self)
+        if not self._is_initialized:
+            self.initialize(y)
+        z = (y + self._view(self.loc, y)) * self._view(self.log_scale.exp(), y)
+        logdet = self.log_scale.sum() * _spatial_size(y)
+        return z, logdet.expand(y.shape[0])
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(z, self.channels, "input", self)
+        y = z * self._view((-self.log_scale).exp(), z) - self._view(self.loc, z)
+        logdet = -self.log_scale.sum() * _spatial_size(z)
+        return y, logdet.expand(z.shape[0])
+
+
+def _channel_mix(t: Tensor, weight: Tensor) -> Tensor:
+    """Apply a [C, C] matrix along dim 1 (a 1x1 convolution for images, a matmul for vectors)."""
+    if t.dim() == 2:
+        return F.linear(t, weight)
+    if t.dim() == 4:
+        return F.conv2d(t, weight[:, :, None, None])
+    return torch.einsum("ij,bj...->bi...", weight, t)
+
+
+class InvConv1x1(Bijection):
+    """Invertible 1x1 convolution ``z = W y`` (Glow), plain parameterisation.
+
+    ``log|det| = H*W*log|det W|`` needs a ``slogdet`` per call; :class:`InvConv1x1LU` avoids it.
+    ``W`` starts as a random rotation.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        w = torch.linalg.qr(torch.randn(channels, channels))[0]
+        self.weight = nn.Parameter(w)
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(y, self.channels, "input", self)
+        logdet = torch.linalg.slogdet(self.weight)[1] * _spatial_size(y)
+        return _channel_mix(y, self.weight), logdet.expand(y.shape[0])
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(z, self.channels, "input", self)
+        logdet = -torch.linalg.slogdet(self.weight)[1] * _spatial_size(z)
+        return _channel_mix(z, torch.linalg.inv(self.weight)), logdet.expand(z.shape[0])
+
+
+class InvConv1x1LU(Bijection):
+    """Invertible 1x1 convolution with ``W = P L (U + diag(sign * exp(log_s)))`` (Glow's LU form).
+
+    ``P`` is a fixed permutation, ``L`` unit lower-triangular, ``U`` strictly upper-triangular.
+    ``log|det W| = sum(log_s)``: no determinant is ever computed.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        w = torch.linalg.qr(torch.randn(channels, channels))[0]
+        p, lower, upper = torch.linalg.lu(w)
+        s = torch.diagonal(upper)
+        self.register_buffer("perm", p)
+        self.register_buffer("sign_s", torch.sign(s))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
+        self.register_buffer("eye", torch.eye(channels))
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_s = nn.Parameter(torch.log(torch.abs(s)))
+
+    def weight(self) -> Tensor:
+        """The assembled ``[C, C]`` matrix ``W``."""
+        lower = self.lower * self.lower_mask + self.eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * self.log_s.exp())
+        return self.perm @ lower @ upper
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(y, self.channels, "input", self)
+        logdet = self.log_s.sum() * _spatial_size(y)
+        return _channel_mix(y, self.weight()), logdet.expand(y.shape[0])
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(z, self.channels, "input", self)
+        logdet = -self.log_s.sum() * _spatial_size(z)
+        return _channel_mix(z, torch.linalg.inv(self.weight())), logdet.expand(z.shape[0])
+
+
+class Squeeze(Bijection):
+    """Space-to-depth: ``[B, C, H, W] -> [B, 4C, H/2, W/2]`` (volume preserving, logdet 0).
+
+    Each output channel group ``c*4 + (2*i + j)`` holds the pixels at offset ``(i, j)`` of every
+    2x2 block of input channel ``c``.
+    """
+
+    factor = 2
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if y.dim() != 4:
+            raise ValueError(f"Squeeze expects an image batch [B, C, H, W], got shape {tuple(y.shape)}")
+        b, c, h, w = y.shape
+        f = self.factor
+        if h % f or w % f:
+            raise ValueError(
+                f"Squeeze needs a spatial size divisible by {f}, got {h}x{w}; pad or crop the input "
+                f"(a flow with L levels needs H and W divisible by 2**L)"
+            )
+        z = y.reshape(b, c, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4)
+        return z.reshape(b, c * f * f, h // f, w // f), y.new_zeros(b)
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        f = self.factor
+        if z.dim() != 4 or z.shape[1] % (f * f):
+            raise ValueError(
+                f"Squeeze.inverse expects [B, C, H, W] with C divisible by {f * f}, got {tuple(z.shape)}"
+            )
+        b, c, h, w = z.shape
+        y = z.reshape(b, c // (f * f), f, f, h, w).permute(0, 1, 4, 2, 5, 3)
+        return y.reshape(b, c // (f * f), h * f, w * f), z.new_zeros(b)
+
+
+class Permutation(Bijection):
+    """A fixed random permutation of the channel (feature) dimension; logdet 0."""
+
+    def __init__(self, channels: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.channels = channels
+        perm = torch.randperm(channels, generator=generator)
+        self.register_buffer("perm", perm)
+        self.register_buffer("inv_perm", torch.argsort(perm))
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(y, self.channels, "input", self)
+        return y[:, self.perm], y.new_zeros(y.shape[0])
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(z, self.channels, "input", self)
+        return z[:, self.inv_perm], z.new_zeros(z.shape[0])
+
+
+# --- scale parameterisations for affine couplings --------------------------------------------
+# Each maps the raw network output a to (scale, log_scale) with scale > 0 and bounded away from 0.
+
+
+def _sigmoid_scale(a: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """Glow / Winkler et al.: ``s = sigmoid(a + 2) + eps`` in (eps, 1 + eps); s(0) ~ 0.88."""
+    s = torch.sigmoid(a + 2.0) + eps
+    return s, torch.log(s)
+
+
+def _soft_clamped_exp_scale(a: Tensor, clamp: float = 2.0) -> tuple[Tensor, Tensor]:
+    """Ardizzone et al. (FrEIA): ``s = exp(clamp * 2/pi * atan(a / clamp))``, |log s| < clamp."""
+    log_s = clamp * (2.0 / math.pi) * torch.atan(a / clamp)
+    return log_s.exp(), log_s
+
+
+SCALE_FUNCTIONS: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
+    "sigmoid": _sigmoid_scale,
+    "soft_exp": _soft_clamped_exp_scale,
+}
+
+NetFactory = Callable[[int, int], nn.Module]
+"""``net_fn(in_channels, out_channels) -> nn.Module``: builds a coupling network."""
+
+
+class _Coupling(Bijection):
+    """Shared machinery: split channels, run the network on [passive half, cond]."""
+
+    def __init__(
+        self, channels: int, net_fn: NetFactory, out_per_channel: int, cond_channels: int = 0, parity: int = 0
+    ) -> None:
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"a coupling needs at least 2 channels, got {channels}")
+        if parity not in (0, 1):
+            raise ValueError(f"parity must be 0 or 1, got {parity}")
+        self.channels = channels
+        self.cond_channels = cond_channels
+        self.parity = parity
+        first = channels // 2
+        # parity 0 transforms the first `first` channels given the rest; parity 1 the reverse.
+        self.split_sizes = (first, channels - first)
+        self.n_active = self.split_sizes[parity]
+        n_passive = channels - self.n_active
+        self.net = net_fn(n_passive + cond_channels, out_per_channel * self.n_active)
+
+    def _split(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = torch.split(t, self.split_sizes, dim=1)
+        return (a, b) if self.parity == 0 else (b, a)
+
+    def _merge(self, active: Tensor, passive: Tensor) -> Tensor:
+        return torch.cat((active, passive) if self.parity == 0 else (passive, active), dim=1)
+
+    def _net_input(self, passive: Tensor, cond: Tensor | None) -> Tensor:
+        if self.cond_channels == 0:
+            return passive
+        if cond is None:
+            raise ValueError(f"{type(self).__name__} was built with cond_channels={self.cond_channels} but got cond=None")
+        if cond.shape[0] != passive.shape[0] or cond.shape[1] != self.cond_channels or cond.shape[2:] != passive.shape[2:]:
+            raise ValueError(
+                f"{type(self).__name__}: conditioning must have shape "
+                f"[{passive.shape[0]}, {self.cond_channels}, {', '.join(map(str, passive.shape[2:]))}]"
+                f" to match the input, got {tuple(cond.shape)}"
+            )
+        return torch.cat((passive, cond), dim=1)
+
+
+class AffineCoupling(_Coupling):
+    """Conditional affine coupling (Dinh et al. 2016; Winkler et al. 2019, sec. 3.1).
+
+    Split ``y = [y_a, y_b]``; ``(t, a) = NN([y_b, h])``; ``z_a = y_a * s(a) + t``, ``z_b = y_b``.
+    ``log|det| = sum log s(a)``.  The scale function is ``"sigmoid"`` (Glow:
+    ``sigmoid(a + 2) + 1e-4``) or ``"soft_exp"`` (Ardizzone et al.'s soft-clamped exponential).
+    Zero-initialising the network's last layer makes the layer start close to the identity.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        net_fn: NetFactory,
+        cond_channels: int = 0,
+        parity: int = 0,
+        scale: str = "sigmoid",
+    ) -> None:
+        if scale not in SCALE_FUNCTIONS:
+            raise ValueError(f"unknown scale {scale!r}; choose from {sorted(SCALE_FUNCTIONS)}")
+        super().__init__(channels, net_fn, 2, cond_channels, parity)
+        self.scale_fn = SCALE_FUNCTIONS[scale]
+
+    def _params(self, passive: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        shift, raw = self.net(self._net_input(passive, cond)).chunk(2, dim=1)
+        s, log_s = self.scale_fn(raw)
+        return shift, s, log_s
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(y, self.channels, "input", self)
+        active, passive = self._split(y)
+        shift, s, log_s = self._params(passive, cond)
+        return self._merge(active * s + shift, passive), _sum_per_sample(log_s)
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(z, self.channels, "input", self)
+        active, passive = self._split(z)
+        shift, s, log_s = self._params(passive, cond)
+        return self._merge((active - shift) / s, passive), -_sum_per_sample(log_s)
+
+
+class AdditiveCoupling(_Coupling):
+    """Volume-preserving (translation-only) coupling: ``z_a = y_a + NN([y_b, h])``; logdet 0.
+
+    Used by Winkler et al. for DRIVE (no scale component ``s``).
+    """
+
+    def __init__(self, channels: int, net_fn: NetFactory, cond_channels: int = 0, parity: int = 0) -> None:
+        super().__init__(channels, net_fn, 1, cond_channels, parity)
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(y, self.channels, "input", self)
+        active, passive = self._split(y)
+        shift = self.net(self._net_input(passive, cond))
+        return self._merge(active + shift, passive), y.new_zeros(y.shape[0])
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_channels(z, self.channels, "input", self)
+        active, passive = self._split(z)
+        shift = self.net(self._net_input(passive, cond))
+        return self._merge(active - shift, passive), z.new_zeros(z.shape[0])
+
+
+def flow_step(
+    channels: int,
+    net_fn: NetFactory,
+    cond_channels: int = 0,
+    *,
+    coupling: str = "affine",
+    lu: bool = True,
+    actnorm: bool = True,
+    scale: str = "sigmoid",
+) -> FlowSequential:
+    """One Glow step of flow: [ActNorm] -> invertible 1x1 conv -> (conditional) coupling."""
+    layers: list[Bijection] = []
+    if actnorm:
+        layers.append(ActNorm(channels))
+    layers.append(InvConv1x1LU(channels) if lu else InvConv1x1(channels))
+    if coupling == "affine":
+        layers.append(AffineCoupling(channels, net_fn, cond_channels, scale=scale))
+    elif coupling == "additive":
+        layers.append(AdditiveCoupling(channels, net_fn, cond_channels))
+    else:
+        raise ValueError(f"unknown coupling {coupling!r}; choose 'affine' or 'additive'")
+    return FlowSequential(*layers)
+
