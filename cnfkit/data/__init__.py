@@ -1,0 +1,28 @@
+"""Datasets: where they live (data root / offline mirror), checksums, and shape helpers."""
+
+from .store import (
+    REGISTRY,
+    DatasetError,
+    DatasetSpec,
+    FileSpec,
+    data_root,
+    dataset_dir,
+    dataset_file,
+    mirror_root,
+    sha256sum,
+)
+from .transforms import crop_to, pad_to_multiple
+
+__all__ = [
+    "REGISTRY",
+    "DatasetError",
+    "DatasetSpec",
+    "FileSpec",
+    "crop_to",
+    "data_root",
+    "dataset_dir",
+    "dataset_file",
+    "mirror_root",
+    "pad_to_multiple",
+    "sha256sum",
+]

@@ -1,0 +1,373 @@
+"""One trainer for every experiment.
+
+``Trainer(model, loss_fn, batches, ...).fit()`` runs Adam for a fixed number of steps with tqdm
+progress, periodic evaluation, optional gradient clipping and atomic checkpoints, and resumes from
+its last checkpoint exactly (same parameters as an uninterrupted run).
+
+Design decisions that make exact resumption possible:
+
+* ``batches`` is a function of the step number, ``batches(step) -> batch`` (e.g.
+  :class:`EpochSampler`): which examples a step sees depends on nothing but the step.
+* Randomness inside ``loss_fn`` (dequantization noise, ...) comes from torch's global RNG, whose
+  state (with NumPy's, Python's and CUDA's) is saved in every checkpoint.
+* Checkpoints hold model, optimiser, RNG states, step and history; they are written to a temporary
+  file and renamed, so a crash mid-write never corrupts the last good checkpoint.
+
+A non-finite loss or gradient norm raises :class:`NonFiniteError` naming the step; training never
+continues silently.  Under ``torchrun`` (``init_distributed``) the model is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 writes checkpoints and shows progress.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .profiles import Config
+
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "EpochSampler",
+    "NonFiniteError",
+    "init_distributed",
+    "rank_and_world",
+]
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or a gradient became NaN/Inf."""
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """Optimisation settings shared by every experiment (numbers differ per profile)."""
+
+    steps: int
+    lr: float = 1e-3
+    eval_every: int = 0  # 0: evaluate only at the end
+    checkpoint_every: int = 0  # 0: checkpoint only at the end (and on interruption)
+    grad_clip: float | None = None
+    log_every: int = 10
+    seed: int = 0
+    nonnegative = frozenset({"eval_every", "checkpoint_every", "seed"})
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """Initialise the process group from torchrun's environment (no-op without it).
+
+    Returns ``(rank, world_size, device)``; uses nccl with one GPU per local rank when CUDA is
+    available, gloo on CPU otherwise.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+class EpochSampler:
+    """Mini-batches from in-memory tensors, as a pure function of the step number.
+
+    Epoch ``e`` visits the examples in the order ``randperm(n)`` drawn from a generator seeded with
+    ``(seed, e)``; step ``s`` takes the ``s``-th slice of the concatenated epochs.  Under DDP each
+    rank keeps every ``world``-th example of the global batch, so the global batch is the same
+    whatever the number of processes.  Incomplete trailing batches are dropped.
+    """
+
+    def __init__(self, tensors: Sequence[Tensor], batch_size: int, seed: int = 0, rank: int | None = None, world: int | None = None) -> None:
+        tensors = tuple(tensors)
+        if not tensors:
+            raise ValueError("EpochSampler needs at least one tensor")
+        n = tensors[0].shape[0]
+        if any(t.shape[0] != n for t in tensors):
+            raise ValueError(f"all tensors need the same first dimension, got {[t.shape[0] for t in tensors]}")
+        if not 0 < batch_size <= n:
+            raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+        r, w = rank_and_world()
+        self.rank = r if rank is None else rank
+        self.world = w if world is None else world
+        if batch_size % self.world:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the {self.world} processes")
+        self.tensors, self.n, self.batch_size, self.seed = tensors, n, batch_size, seed
+        self.per_epoch = n // batch_size
+        self._perm_epoch, self._perm = -1, None
+
+    def indices(self, step: int) -> Tensor:
+        epoch, pos = divmod(step, self.per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.n, generator=g), epoch
+        idx = self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+        return idx[self.rank :: self.world]
+
+    def __call__(self, step: int) -> tuple[Tensor, ...]:
+        idx = self.indices(step)
+        return tuple(t[idx] for t in self.tensors)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+LossFn = Callable[[nn.Module, Any], Tensor]
+
+
+class Trainer:
+    """Train ``model`` by minimising ``loss_fn(model, batch)`` with Adam.
+
+    Args:
+        model: the module; ``loss_fn`` receives it (wrapped in DDP / ``torch.compile`` when asked),
+            so the loss should go through ``model(...)`` (for cnfkit flows: ``-model(y, x).mean()``).
+        loss_fn: returns a scalar tensor.
+        batches: ``batches(step) -> batch`` (see :class:`EpochSampler`); moved to ``device``.
+        config: :class:`TrainConfig`.
+        eval_fn: ``eval_fn(model) -> dict of floats``, run without gradients in eval mode every
+            ``config.eval_every`` steps and at the end.
+        checkpoint_dir: where ``last.pt`` lives; ``None`` disables checkpoints and resumption.
+        callbacks: ``cb(trainer, step, metrics)`` after every step (``step`` counts completed steps).
+        compile: wrap the model in ``torch.compile``.
+        progress: show a tqdm bar (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        batches: Callable[[int], Any],
+        config: TrainConfig,
+        *,
+        eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        callbacks: Sequence[Callable[["Trainer", int, dict[str, float]], None]] = (),
+        compile: bool = False,
+        progress: bool = True,
+        desc: str = "train",
+    ) -> None:
+        self.rank, self.world = rank_and_world()
+        if device is None:
+            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.loss_fn, self.batches, self.config, self.eval_fn = loss_fn, batches, config, eval_fn
+        self.checkpoint_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
+        self.callbacks, self.compile, self.progress, self.desc = tuple(callbacks), compile, progress, desc
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.wall_time = 0.0
+        self._runner: nn.Module | None = None
+        self._stop_requested = False
+        self._between_steps = True
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "history": self.history,
+            "wall_time": self.wall_time,
+            "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        rngs = [_rng_state()]
+        if self.world > 1:
+            rngs = [None] * self.world
+            dist.all_gather_object(rngs, _rng_state())
+        if self.rank == 0:
+            atomic_save({**self.state_dict(), "rng": rngs}, self.checkpoint_path)
+        if self.world > 1:
+            dist.barrier()
+
+    def load_checkpoint(self) -> bool:
+        """Restore from ``last.pt`` if it exists; returns whether it did."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return False
+        ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        if ckpt["config"] != self.config.to_dict():
+            raise ValueError(
+                f"checkpoint {self.checkpoint_path} was written with a different configuration:\n"
+                f"  checkpoint: {ckpt['config']}\n  now:        {self.config.to_dict()}\n"
+                "use another checkpoint_dir or delete the old checkpoint"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step, self.history, self.wall_time = ckpt["step"], ckpt["history"], ckpt["wall_time"]
+        rngs = ckpt["rng"]
+        if len(rngs) != self.world:
+            raise ValueError(f"checkpoint was written by {len(rngs)} process(es), now running {self.world}")
+        _set_rng_state(rngs[self.rank])
+        return True
+
+    # --- training ----------------------------------------------------------------------------
+    def _build_runner(self) -> nn.Module:
+        runner: nn.Module = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            runner = nn.parallel.DistributedDataParallel(runner, device_ids=ids)
+        if self.compile:
+            runner = torch.compile(runner)
+        return runner
+
+    def _evaluate(self) -> dict[str, float]:
+        if self.eval_fn is None:
+            return {}
+        self.model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+        self.model.train()
+        return metrics
+
+    def _install_sigint(self):
+        """First Ctrl-C: finish the current step, checkpoint, stop.  Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, handler)
+        return previous
+
+    def fit(self) -> list[dict[str, float]]:
+        """Train to ``config.steps`` (resuming from the checkpoint if there is one); returns history.
+
+        Interrupting (Ctrl-C, or a Jupyter kernel interrupt) finishes the current step, writes a
+        checkpoint and raises ``KeyboardInterrupt``; calling ``fit()`` again resumes exactly.
+        """
+        previous = self._install_sigint()
+        try:
+            return self._fit()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _fit(self) -> list[dict[str, float]]:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        resumed = self.load_checkpoint()
+        if not resumed:
+            torch.manual_seed(cfg.seed + self.rank)
+            # one gradient-free pass so data-dependent initialisation (ActNorm) happens before DDP
+            # broadcasts rank 0's parameters to every process
+            with torch.no_grad():
+                self.loss_fn(self.model, _to_device(self.batches(0), self.device))
+        self.model.train()
+        self._runner = self._build_runner()
+        bar = tqdm(
+            total=cfg.steps, initial=self.step, desc=self.desc, disable=not self.progress or self.rank != 0, dynamic_ncols=True
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        t0 = time.perf_counter() - self.wall_time
+        try:
+            while self.step < cfg.steps:
+                self._between_steps = False
+                batch = _to_device(self.batches(self.step), self.device)
+                loss = self.loss_fn(self._runner, batch)
+                if not torch.isfinite(loss):
+                    raise NonFiniteError(f"non-finite loss ({loss.item()}) at step {self.step + 1}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(params, max_norm)
+                if not torch.isfinite(grad_norm):
+                    raise NonFiniteError(f"non-finite gradient norm ({grad_norm.item()}) at step {self.step + 1}")
+                self.optimizer.step()
+                self.step += 1
+                self._between_steps = True
+                self.wall_time = time.perf_counter() - t0
+                metrics = {"step": self.step, "loss": loss.item(), "grad_norm": grad_norm.item()}
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    metrics.update(self._evaluate())
+                if self.step % cfg.log_every == 0 or len(metrics) > 3:
+                    self.history.append({**metrics, "wall_time": self.wall_time})
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                for cb in self.callbacks:
+                    cb(self, self.step, metrics)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self._stop_requested:
+                    raise KeyboardInterrupt(f"interrupted after step {self.step}")
+        except KeyboardInterrupt:
+            bar.close()
+            self._stop_requested = False
+            if self._between_steps:
+                self.save_checkpoint()  # the last completed step; fit() again resumes from here
+            raise
+        bar.close()
+        if not self.history or self.history[-1].get("final") is None:
+            final = {"step": self.step, "final": 1.0, "wall_time": self.wall_time, **self._evaluate()}
+            if self.history and self.history[-1]["step"] == self.step:
+                final = {**self.history.pop(), **final}
+            self.history.append(final)
+        self.save_checkpoint()
+        return self.history

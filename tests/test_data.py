@@ -1,0 +1,96 @@
+"""Data access: mirror, checksummed atomic downloads, clear errors, padding helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnfkit.data import REGISTRY, DatasetError, DatasetSpec, FileSpec, crop_to, dataset_dir, pad_to_multiple
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _spec(tmp_path: Path, payloads: dict[str, bytes], *, corrupt: str | None = None) -> DatasetSpec:
+    """A fake dataset served from a local folder through file:// URLs."""
+    served = tmp_path / "served"
+    served.mkdir()
+    files = []
+    for name, data in payloads.items():
+        (served / name).write_bytes(data if name != corrupt else data[::-1] + b"x")
+        files.append(FileSpec(name, hashlib.sha256(data).hexdigest(), len(data)))
+    return DatasetSpec("Fake", tuple(files), urls=(served.as_uri() + "/",), how="ask the test", terms="none")
+
+
+def test_download_verifies_and_places_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("CNFKIT_DATA_MIRROR", raising=False)
+    monkeypatch.delenv("CNFKIT_OFFLINE", raising=False)
+    spec = _spec(tmp_path, {"a.bin": b"hello", "b.bin": os.urandom(3000)})
+    folder = dataset_dir(spec, root=tmp_path / "root", progress=False)
+    assert folder == tmp_path / "root" / "Fake"
+    assert (folder / "a.bin").read_bytes() == b"hello"
+    # a second call finds the verified copy and downloads nothing
+    (tmp_path / "served" / "a.bin").unlink()
+    assert dataset_dir(spec, root=tmp_path / "root", progress=False) == folder
+
+
+def test_corrupt_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.delenv("CNFKIT_DATA_MIRROR", raising=False)
+    spec = _spec(tmp_path, {"a.bin": b"hello", "b.bin": b"world"}, corrupt="b.bin")
+    with pytest.raises(DatasetError, match="does not match"):
+        dataset_dir(spec, root=tmp_path / "root", download=True, progress=False)
+    left = sorted(p.name for p in (tmp_path / "root" / "Fake").iterdir())
+    assert left == ["a.bin"], left  # the good file stays, no partial or corrupt b.bin
+
+
+def test_corrupt_local_file_is_replaced_by_download(tmp_path):
+    spec = _spec(tmp_path, {"a.bin": b"hello"})
+    (tmp_path / "root" / "Fake").mkdir(parents=True)
+    (tmp_path / "root" / "Fake" / "a.bin").write_bytes(b"HELLO")
+    folder = dataset_dir(spec, root=tmp_path / "root", mirror=None, download=True, progress=False)
+    assert (folder / "a.bin").read_bytes() == b"hello"
+
+
+def test_mirror_is_used_offline_and_errors_say_how_to_obtain(tmp_path):
+    spec = _spec(tmp_path, {"a.bin": b"hello"})
+    mirror = tmp_path / "mirror"
+    (mirror / "Fake").mkdir(parents=True)
+    (mirror / "Fake" / "a.bin").write_bytes(b"hello")
+    assert dataset_dir(spec, root=tmp_path / "root", mirror=mirror) == mirror / "Fake"
+    # a corrupt mirror copy is reported, not used, and (offline) nothing is downloaded
+    (mirror / "Fake" / "a.bin").write_bytes(b"hellO")
+    with pytest.raises(DatasetError, match=r"checksum mismatch[\s\S]*How to get Fake: ask the test"):
+        dataset_dir(spec, root=tmp_path / "root", mirror=mirror)
+    assert not (tmp_path / "root").exists()
+
+
+def test_missing_dataset_without_urls(tmp_path):
+    with pytest.raises(DatasetError, match="drive.grand-challenge.org"):
+        dataset_dir("DRIVE", root=tmp_path, mirror=tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        dataset_dir("ImageNet1k", root=tmp_path)
+
+
+def test_registry_covers_the_papers_datasets():
+    assert {"DRIVE", "Set5", "Set14", "BSD100", "BSDS500_train_test", "MNIST", "FashionMNIST"} <= set(REGISTRY)
+    assert len(REGISTRY["DRIVE"].files) == 140
+    assert all(len(f.sha256) == 64 for s in REGISTRY.values() for f in s.files)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="offline mirror ../shared/data not present")
+def test_shared_mirror_verifies():
+    for name in ("MNIST", "Set5"):
+        assert dataset_dir(name, mirror=SHARED, root="/nonexistent").is_dir()
+
+
+def test_pad_and_crop():
+    img = torch.arange(15.0).reshape(1, 3, 5)
+    padded, size = pad_to_multiple(img, 4, square=True)
+    assert padded.shape == (1, 8, 8) and size == (3, 5)
+    assert padded[..., 3:, :].abs().sum() == 0 and padded[..., :, 5:].abs().sum() == 0
+    torch.testing.assert_close(crop_to(padded, size), img)
+    with pytest.raises(ValueError):
+        pad_to_multiple(img, 0)
