@@ -250,6 +250,8 @@ class VectorFlow(nn.Module):
     MLP with ``layers`` fully connected layers of ``hidden`` units).  The prior is a diagonal
     Gaussian, conditioned on ``h`` when ``cond_dim > 0`` and ``conditional_prior`` is set; any module
     with ``log_prob(z, context)`` and ``sample(shape, context, temperature, generator)`` can replace it.
+    With ``condition_couplings=False`` only the prior sees ``h`` (Xiao et al.'s construction, where
+    the label enters through the prior over the flow's output).
     """
 
     def __init__(
@@ -265,6 +267,7 @@ class VectorFlow(nn.Module):
         actnorm: bool = False,
         conditional_prior: bool = True,
         prior: nn.Module | None = None,
+        condition_couplings: bool = True,
         permutation_seed: int = 0,
     ) -> None:
         super().__init__()
@@ -275,12 +278,14 @@ class VectorFlow(nn.Module):
         self.conditioner = conditioner
         net_fn = nets.net_factory("mlp", hidden=hidden, layers=layers)
         g = torch.Generator().manual_seed(permutation_seed)
+        self._couplings_use_context = cond_dim > 0 and condition_couplings
+        coupling_cond = cond_dim if self._couplings_use_context else 0
         mods = []
         for _ in range(blocks):
             if actnorm:
                 mods.append(ActNorm(dim))
-            mods.append(AffineCoupling(dim, net_fn, cond_dim, parity=0, scale=scale))
-            mods.append(AffineCoupling(dim, net_fn, cond_dim, parity=1, scale=scale))
+            mods.append(AffineCoupling(dim, net_fn, coupling_cond, parity=0, scale=scale))
+            mods.append(AffineCoupling(dim, net_fn, coupling_cond, parity=1, scale=scale))
             mods.append(Permutation(dim, generator=g))
         self.transform = FlowSequential(*mods)
         if prior is not None:
@@ -310,17 +315,20 @@ class VectorFlow(nn.Module):
     def encode(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The bijection ``y -> z`` and its ``log|det dz/dy|`` per sample."""
         self._check_y(y)
-        return self.transform(y, self.features(x, y.shape[0]))
+        return self.transform(y, self._coupling_context(self.features(x, y.shape[0])))
 
     def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
         """Inverse of :meth:`encode`."""
-        return self.transform.inverse(z, self.features(x, z.shape[0]))[0]
+        return self.transform.inverse(z, self._coupling_context(self.features(x, z.shape[0])))[0]
+
+    def _coupling_context(self, h: Tensor | None) -> Tensor | None:
+        return h if self._couplings_use_context else None
 
     def log_prob(self, y: Tensor, x: Tensor | None = None) -> Tensor:
         """``log p(y | x)`` in nats, one value per sample."""
         self._check_y(y)
         h = self.features(x, y.shape[0])
-        z, logdet = self.transform(y, h)
+        z, logdet = self.transform(y, self._coupling_context(h))
         return self.prior.log_prob(z, h if self._prior_uses_context else None) + logdet
 
     forward = log_prob
@@ -342,5 +350,5 @@ class VectorFlow(nn.Module):
         batch = num_samples if x is None else x.shape[0]
         h = self.features(x, batch)
         z = self.prior.sample((batch, self.dim), h if self._prior_uses_context else None, temperature, generator)
-        return self.transform.inverse(z, h)[0]
+        return self.transform.inverse(z, self._coupling_context(h))[0]
 

@@ -1,0 +1,70 @@
+# cnfkit: the two commands a newcomer needs are `make test` and `make reproduce`.
+# Both create the environment first: a conda env in .conda/ when conda is installed (ENV=venv
+# forces pip), else a .venv/ with pip (torch pinned to $(TORCH_VERSION); its CPU build is cached here).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+ENV ?= $(if $(shell command -v conda 2>/dev/null),conda,venv)
+ENV_DIR := $(if $(filter conda,$(ENV)),.conda,.venv)
+PY := $(ENV_DIR)/bin/python
+STAMP := $(ENV_DIR)/.cnfkit-installed
+PROFILE ?=
+# Offline mirror of the datasets: ../shared/data when it exists (CI), unless already set.
+SHARED_DATA := $(abspath ../shared/data)
+export CNFKIT_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+export PYTHONHASHSEED := 0
+
+.PHONY: help env test test-fast reproduce smoke lab bench data clean
+
+help:
+	@echo "make test                 pytest + nbval on the committed notebooks (creates the environment)"
+	@echo "make reproduce [PROFILE=smoke|quick|full]   run every notebook, write results/<profile>/"
+	@echo "make smoke                reproduce with PROFILE=smoke"
+	@echo "make lab                  JupyterLab on notebooks/"
+	@echo "make bench                throughput benchmark (benchmarks/throughput.py)"
+	@echo "make data                 verify / download the datasets (python -m cnfkit.data fetch)"
+	@echo "make clean                remove the environment, caches and smoke results"
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml environment.yml
+ifeq ($(ENV),conda)
+	conda env create --yes --prefix $(ENV_DIR) --file environment.yml
+else
+	test -x $(PY) || $(PYTHON) -m venv $(ENV_DIR)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[dev]'
+endif
+	$(PY) -m ipykernel install --prefix $(ENV_DIR) --name python3 --display-name "Python 3 (cnfkit)" >/dev/null
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+		echo "nbval: re-running the committed notebooks (smoke outputs)"; \
+		$(PY) -m pytest -q --nbval -p no:cacheprovider --nbval-current-env notebooks/ ; \
+	fi
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests -x
+
+reproduce: $(STAMP)
+	$(PY) -m cnfkit.reproduce $(if $(PROFILE),--profile $(PROFILE),)
+
+smoke:
+	$(MAKE) reproduce PROFILE=smoke
+
+lab: $(STAMP)
+	$(ENV_DIR)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py --out results/benchmarks
+
+data: $(STAMP)
+	$(PY) -m cnfkit.data fetch
+
+clean:
+	rm -rf .venv .conda .pytest_cache results/smoke
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,95 @@
+"""``python -m cnfkit.reproduce --profile quick``: run every numbered notebook with papermill.
+
+Each ``notebooks/NN_*.ipynb`` runs in order with the parameters ``profile``, ``data_root``,
+``data_mirror`` and ``results_dir`` injected; its executed copy goes to
+``results/<profile>/notebooks/`` and everything it writes to ``results/<profile>/``.  A notebook
+whose source, the ``cnfkit`` sources and the parameters are unchanged since its last successful run
+is skipped, so an interrupted ``make reproduce`` resumes where it stopped.  A failure names the
+notebook and the cell and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from .data import data_root, mirror_root
+from .profiles import resolve_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "cnfkit").rglob("*")):
+        if p.is_file() and p.suffix in {".py", ".json"}:
+            h.update(p.relative_to(ROOT).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
+    """The numbered notebooks ``NN_*.ipynb`` in order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run(profile: str | None = None, only: list[str] | None = None, force: bool = False) -> int:
+    import papermill as pm
+
+    explicit = profile is not None
+    profile = resolve_profile(profile)
+    if not explicit:
+        print(f"PROFILE not given: using {profile!r} ({'CUDA available' if profile == 'full' else 'no CUDA'})")
+    out = ROOT / "results" / profile
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    stamps = out / ".stamps"
+    stamps.mkdir(exist_ok=True)
+    params = dict(
+        profile=profile,
+        data_root=str(data_root()),
+        data_mirror=str(mirror_root() or ""),
+        results_dir=str(out),
+    )
+    digest = _sources_digest()
+    todo = [nb for nb in notebooks() if not only or any(nb.name.startswith(o) for o in only)]
+    if not todo:
+        print("no numbered notebooks found in notebooks/")
+        return 0
+    for nb in todo:
+        key = hashlib.sha256(nb.read_bytes() + digest.encode() + json.dumps(params, sort_keys=True).encode()).hexdigest()
+        stamp = stamps / (nb.stem + ".json")
+        executed = out / "notebooks" / nb.name
+        if not force and stamp.exists() and executed.exists() and json.loads(stamp.read_text()).get("key") == key:
+            print(f"[skip] {nb.name}: outputs complete and current")
+            continue
+        print(f"[run ] {nb.name} (profile={profile})", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent), progress_bar=True)
+        except pm.PapermillExecutionError as exc:
+            print(
+                f"\nFAILED: {nb.name}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\n"
+                f"the executed notebook with the error is {executed}",
+                file=sys.stderr,
+            )
+            return 1
+        stamp.write_text(json.dumps({"key": key, "wall_time_s": round(time.perf_counter() - t0, 1)}) + "\n")
+        print(f"[done] {nb.name} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cnfkit.reproduce", description=__doc__)
+    p.add_argument("--profile", default=None, help="smoke, quick or full (default: full with CUDA, else quick)")
+    p.add_argument("--only", nargs="*", help="run only notebooks whose names start with these prefixes")
+    p.add_argument("--force", action="store_true", help="re-run notebooks even if their outputs are current")
+    a = p.parse_args(argv)
+    return run(a.profile, a.only, a.force)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
