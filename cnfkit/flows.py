@@ -315,11 +315,14 @@ class VectorFlow(nn.Module):
     def encode(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The bijection ``y -> z`` and its ``log|det dz/dy|`` per sample."""
         self._check_y(y)
-        return self.transform(y, self._coupling_context(self.features(x, y.shape[0])))
+        return self.transform(y, self._coupling_features(x, y.shape[0]))
 
     def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
-        """Inverse of :meth:`encode`."""
-        return self.transform.inverse(z, self._coupling_context(self.features(x, z.shape[0])))[0]
+        """Inverse of :meth:`encode` (``x`` is needed only when the couplings are conditional)."""
+        return self.transform.inverse(z, self._coupling_features(x, z.shape[0]))[0]
+
+    def _coupling_features(self, x: Tensor | None, batch: int) -> Tensor | None:
+        return self.features(x, batch) if self._couplings_use_context else None
 
     def _coupling_context(self, h: Tensor | None) -> Tensor | None:
         return h if self._couplings_use_context else None

@@ -1,0 +1,1 @@
+"""Experiment drivers behind the numbered notebooks."""

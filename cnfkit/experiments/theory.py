@@ -1,0 +1,234 @@
+"""The theory notebook's experiments (``notebooks/00_theory.ipynb``).
+
+Part 1, a 2-D conditional toy (:func:`run_rotating`): a CNF (conditioning in couplings and prior,
+Winkler et al.) against a factorized Gaussian ``p(y | x)``, with held-out NLL next to the truth.
+
+Part 2, Xiao, Yan & Amit (2019) sec. 5.1 (:func:`run_gmm`): on the 8-mode Gaussian-mixture inverse
+problem, their single-loss flow against Ardizzone et al.'s 4-loss INN (three settings, Fig 5.2) and
+a Winkler-style CNF ``p(x | label)``; each gets forward-pass label accuracy where it has one, and
+posterior quality against the known true posterior of every label.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..flows import VectorFlow
+from ..profiles import Config, select
+from ..toy import (
+    EIGHT_MODE_CENTERS,
+    EIGHT_MODE_STD,
+    GaussianRegressor,
+    INNWeights,
+    eight_modes,
+    eight_modes_log_prob,
+    inn_loss,
+    mmd_multiscale,
+    pad,
+    rotating_modes,
+    rotating_modes_log_prob,
+    xiao_flow,
+)
+from ..train import EpochSampler, Trainer, TrainConfig
+
+__all__ = ["TheoryConfig", "CONFIGS", "config", "run_rotating", "run_gmm", "INN_SETTINGS"]
+
+
+@dataclass(frozen=True)
+class TheoryConfig(Config):
+    # part 1: rotating two-mode toy
+    rot_steps: int
+    rot_batch: int
+    rot_blocks: int
+    rot_hidden: int
+    rot_train: int
+    rot_test: int
+    # part 2: 8-mode inverse problem (Xiao et al. sec. 5.1)
+    gmm_steps: int
+    gmm_batch: int
+    gmm_blocks: int
+    gmm_hidden: int
+    gmm_layers: int
+    gmm_train: int
+    gmm_test: int
+    n_posterior: int  # samples per label for the posterior metrics
+    lr: float = 1e-3
+    z_dim: int = 2
+    label_dim: int = 8
+    pad_noise: float = 0.05
+    label_noise: float = 0.1
+    seed: int = 0
+    nonnegative = frozenset({"seed"})
+
+
+CONFIGS = {
+    "smoke": TheoryConfig(
+        rot_steps=150, rot_batch=256, rot_blocks=3, rot_hidden=32, rot_train=4096, rot_test=1024,
+        gmm_steps=60, gmm_batch=256, gmm_blocks=3, gmm_hidden=64, gmm_layers=3, gmm_train=8192, gmm_test=1024, n_posterior=256,
+    ),
+    # the paper's settings: 8 blocks of 3 x 512 fully connected layers, batch 1600, 400 iterations, Adam 1e-3
+    "quick": TheoryConfig(
+        rot_steps=1500, rot_batch=512, rot_blocks=6, rot_hidden=128, rot_train=2**16, rot_test=8192,
+        gmm_steps=400, gmm_batch=1600, gmm_blocks=8, gmm_hidden=512, gmm_layers=3, gmm_train=2**20, gmm_test=10000, n_posterior=1000,
+    ),
+    "full": TheoryConfig(
+        rot_steps=3000, rot_batch=512, rot_blocks=8, rot_hidden=256, rot_train=2**17, rot_test=2**14,
+        gmm_steps=400, gmm_batch=1600, gmm_blocks=8, gmm_hidden=512, gmm_layers=3, gmm_train=2**20, gmm_test=10000, n_posterior=2000,
+    ),
+}
+
+
+def config(profile: str | None) -> TheoryConfig:
+    return select(CONFIGS, profile)
+
+
+def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc: str, progress: bool) -> tuple[float, list]:
+    t0 = time.perf_counter()
+    trainer = Trainer(model, loss_fn, batches, TrainConfig(steps=steps, lr=cfg.lr, log_every=max(1, steps // 50), seed=cfg.seed), progress=progress, desc=desc, device="cpu")
+    history = trainer.fit()
+    return time.perf_counter() - t0, history
+
+
+# --- part 1 ------------------------------------------------------------------------------------
+
+
+def run_rotating(cfg: TheoryConfig, progress: bool = True) -> dict[str, Any]:
+    """Train a CNF and a factorized Gaussian on :func:`~cnfkit.toy.rotating_modes`."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    x_tr, y_tr = rotating_modes(cfg.rot_train, g)
+    x_te, y_te = rotating_modes(cfg.rot_test, g)
+    torch.manual_seed(cfg.seed)
+    models = {
+        "cnf": VectorFlow(2, cond_dim=1, blocks=cfg.rot_blocks, hidden=cfg.rot_hidden, layers=3),
+        "gaussian": GaussianRegressor(2, 1, hidden=cfg.rot_hidden, layers=3),
+    }
+    out: dict[str, Any] = {"models": models, "metrics": {}}
+    batches = EpochSampler((x_tr, y_tr), cfg.rot_batch, seed=cfg.seed)
+    for name, model in models.items():
+        wall, _ = _fit(model, lambda m, b: -m(b[1], b[0]).mean(), batches, cfg.rot_steps, cfg, f"rotating/{name}", progress)
+        model.eval()
+        with torch.no_grad():
+            nll = -model.log_prob(y_te, x_te).mean().item()
+        out["metrics"][name] = {"test_nll": nll, "train_time_s": wall, "parameters": sum(p.numel() for p in model.parameters())}
+    out["metrics"]["true"] = {"test_nll": -rotating_modes_log_prob(y_te, x_te).mean().item()}
+    return out
+
+
+# --- part 2 ------------------------------------------------------------------------------------
+
+INN_SETTINGS = {
+    "inn_full": INNWeights(),  # all losses, tuned weights, the authors' ramp (Fig 5.2 left)
+    "inn_forward_only": INNWeights(backward=False),  # forward losses only (Fig 5.2 middle)
+    "inn_fast_ramp": INNWeights(ramp_speed=10.0),  # backward weights at full strength 10x sooner (Fig 5.2 right)
+}
+
+
+def _onehot(labels: Tensor, k: int) -> Tensor:
+    return F.one_hot(labels, k).float()
+
+
+def posterior_samples(name: str, model: nn.Module, label: int, n: int, cfg: TheoryConfig, generator: torch.Generator) -> Tensor:
+    """``n`` samples of ``x`` from a trained model's posterior for one label."""
+    onehot = _onehot(torch.full((n,), label), cfg.label_dim)
+    with torch.no_grad():
+        if name == "cnf":
+            return model.sample(onehot, generator=generator)
+        if name == "xiao":
+            return model.sample(onehot, generator=generator)[:, :2]
+        z = torch.randn(n, cfg.z_dim, generator=generator)
+        y = onehot + cfg.label_noise * torch.randn(n, cfg.label_dim, generator=generator)
+        return model.decode(torch.cat([z, y], dim=1))[:, :2]
+
+
+def predict_labels(name: str, model: nn.Module, x: Tensor, cfg: TheoryConfig, generator: torch.Generator) -> Tensor:
+    """Forward pass (Xiao, INN): argmax of the label part; CNF: Bayes' rule, argmax_c log p(x | c)."""
+    with torch.no_grad():
+        if name == "cnf":
+            scores = torch.stack([model.log_prob(x, _onehot(torch.full((x.shape[0],), c), cfg.label_dim)) for c in range(cfg.label_dim)], dim=1)
+            return scores.argmax(dim=1)
+        dim = cfg.z_dim + cfg.label_dim
+        out, _ = model.encode(pad(x, dim, cfg.pad_noise, generator))
+        return out[:, cfg.z_dim :].argmax(dim=1)
+
+
+def posterior_metrics(name: str, model: nn.Module, cfg: TheoryConfig, generator: torch.Generator) -> dict[str, float]:
+    """Per-label MMD to true posterior samples and mean true log-density of model samples."""
+    mmds, logp = [], []
+    for c in range(cfg.label_dim):
+        s = posterior_samples(name, model, c, cfg.n_posterior, cfg, generator)
+        true = EIGHT_MODE_CENTERS[c] + EIGHT_MODE_STD * torch.randn(cfg.n_posterior, 2, generator=generator)
+        mmds.append(mmd_multiscale(s, true).item())
+        logp.append(eight_modes_log_prob(s, torch.full((s.shape[0],), c)).clamp_min(-1e4).mean().item())
+    return {"posterior_mmd": sum(mmds) / len(mmds), "posterior_true_logp": sum(logp) / len(logp), "posterior_mmd_per_label": mmds}
+
+
+def reference_metrics(cfg: TheoryConfig, generator: torch.Generator) -> dict[str, float]:
+    """The same metrics for exact posterior samples: the floor a perfect model reaches."""
+    mmds, logp = [], []
+    for c in range(cfg.label_dim):
+        a = EIGHT_MODE_CENTERS[c] + EIGHT_MODE_STD * torch.randn(cfg.n_posterior, 2, generator=generator)
+        b = EIGHT_MODE_CENTERS[c] + EIGHT_MODE_STD * torch.randn(cfg.n_posterior, 2, generator=generator)
+        mmds.append(mmd_multiscale(a, b).item())
+        logp.append(eight_modes_log_prob(a, torch.full((a.shape[0],), c)).mean().item())
+    return {"posterior_mmd": sum(mmds) / len(mmds), "posterior_true_logp": sum(logp) / len(logp)}
+
+
+def build_gmm_model(name: str, cfg: TheoryConfig) -> nn.Module:
+    arch = dict(blocks=cfg.gmm_blocks, hidden=cfg.gmm_hidden, layers=cfg.gmm_layers)
+    if name == "xiao":
+        return xiao_flow(2, cfg.label_dim, cfg.z_dim, label_noise=cfg.label_noise, **arch)
+    if name == "cnf":
+        return VectorFlow(2, cond_dim=cfg.label_dim, **arch)
+    if name in INN_SETTINGS:
+        return VectorFlow(cfg.z_dim + cfg.label_dim, **arch)
+    raise ValueError(f"unknown method {name!r}; choose from xiao, cnf, {', '.join(INN_SETTINGS)}")
+
+
+GMM_METHODS = ("xiao", *INN_SETTINGS, "cnf")
+
+
+def gmm_loss(name: str, cfg: TheoryConfig):
+    """The training loss of each method as ``loss_fn(model, (x, onehot, t))``."""
+    dim = cfg.z_dim + cfg.label_dim
+    if name == "xiao":
+        return lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean()
+    if name == "cnf":
+        return lambda m, b: -m(b[0], b[1]).mean()
+    weights = INN_SETTINGS[name]
+    return lambda m, b: inn_loss(m, b[0], b[1], float(b[2]), weights, cfg.z_dim, cfg.pad_noise, cfg.label_noise)[0]
+
+
+def run_gmm(cfg: TheoryConfig, methods: tuple[str, ...] = GMM_METHODS, progress: bool = True) -> dict[str, Any]:
+    """Train every method on the 8-mode problem and measure it."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    x_tr, l_tr = eight_modes(cfg.gmm_train, g)
+    x_te, l_te = eight_modes(cfg.gmm_test, g)
+    sampler = EpochSampler((x_tr, _onehot(l_tr, cfg.label_dim)), cfg.gmm_batch, seed=cfg.seed)
+
+    def batches(step: int):
+        x, y = sampler(step)
+        return x, y, torch.tensor(step / cfg.gmm_steps)
+
+    out: dict[str, Any] = {"models": {}, "metrics": {}, "histories": {}}
+    for name in methods:
+        torch.manual_seed(cfg.seed)
+        model = build_gmm_model(name, cfg)
+        wall, history = _fit(model, gmm_loss(name, cfg), batches, cfg.gmm_steps, cfg, f"gmm/{name}", progress)
+        model.eval()
+        eval_g = torch.Generator().manual_seed(cfg.seed + 1)
+        acc = (predict_labels(name, model, x_te, cfg, eval_g) == l_te).float().mean().item()
+        m = {"accuracy": acc, "accuracy_kind": "Bayes rule" if name == "cnf" else "forward pass", "train_time_s": wall}
+        m.update(posterior_metrics(name, model, cfg, eval_g))
+        if name == "cnf":
+            with torch.no_grad():
+                m["test_nll"] = -model.log_prob(x_te, _onehot(l_te, cfg.label_dim)).mean().item()
+            m["true_test_nll"] = -eight_modes_log_prob(x_te, l_te).mean().item()
+        out["models"][name], out["metrics"][name], out["histories"][name] = model, m, history
+    out["metrics"]["true_posterior"] = reference_metrics(cfg, torch.Generator().manual_seed(cfg.seed + 2))
+    return out
