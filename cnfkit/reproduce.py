@@ -53,6 +53,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
         data_root=str(data_root()),
         data_mirror=str(mirror_root() or ""),
         results_dir=str(out),
+        progress=True,
     )
     digest = _sources_digest()
     todo = [nb for nb in notebooks() if not only or any(nb.name.startswith(o) for o in only)]

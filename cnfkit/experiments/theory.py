@@ -232,3 +232,112 @@ def run_gmm(cfg: TheoryConfig, methods: tuple[str, ...] = GMM_METHODS, progress:
         out["models"][name], out["metrics"][name], out["histories"][name] = model, m, history
     out["metrics"]["true_posterior"] = reference_metrics(cfg, torch.Generator().manual_seed(cfg.seed + 2))
     return out
+
+
+# --- tables and figures -------------------------------------------------------------------------
+
+LABELS = {
+    "xiao": "Xiao et al. (single loss)",
+    "inn_full": "INN, all 4 losses (Fig 5.2a)",
+    "inn_forward_only": "INN, forward losses only (Fig 5.2b)",
+    "inn_fast_ramp": "INN, faster weight ramp (Fig 5.2c)",
+    "cnf": "CNF p(x | label) (Winkler et al.)",
+    "true_posterior": "exact posterior samples (floor)",
+}
+
+
+def gmm_table(metrics: dict[str, dict]):
+    """One row per method: accuracy, posterior MMD, true log-density of samples, training time."""
+    import pandas as pd
+
+    rows = []
+    for name, m in metrics.items():
+        rows.append({
+            "method": LABELS.get(name, name),
+            "label accuracy": m.get("accuracy"),
+            "accuracy by": m.get("accuracy_kind", ""),
+            "posterior MMD (lower is better)": m["posterior_mmd"],
+            "mean true log p(x|label) of samples": m["posterior_true_logp"],
+            "train time [s]": m.get("train_time_s"),
+        })
+    return pd.DataFrame(rows).set_index("method")
+
+
+def rotating_table(metrics: dict[str, dict]):
+    import pandas as pd
+
+    names = {"cnf": "CNF (conditional couplings + prior)", "gaussian": "factorized Gaussian N(mu(x), sigma(x)^2)", "true": "true density"}
+    return pd.DataFrame(
+        [{"model": names[k], "held-out NLL [nats]": v["test_nll"], "train time [s]": v.get("train_time_s")} for k, v in metrics.items()]
+    ).set_index("model")
+
+
+def plot_rotating(result: dict[str, Any], xs: tuple[float, ...] = (-0.8, 0.0, 0.8), lim: float = 3.0, n: int = 150):
+    """Densities p(y | x) of the truth, the CNF and the factorized Gaussian at a few x."""
+    import matplotlib.pyplot as plt
+
+    t = torch.linspace(-lim, lim, n)
+    grid = torch.cartesian_prod(t, t)
+    rows = [("true", None), ("CNF", result["models"]["cnf"]), ("factorized Gaussian", result["models"]["gaussian"])]
+    fig, axes = plt.subplots(len(rows), len(xs), figsize=(3 * len(xs), 3 * len(rows)), squeeze=False)
+    for j, xv in enumerate(xs):
+        x = torch.full((grid.shape[0], 1), xv)
+        for i, (name, model) in enumerate(rows):
+            with torch.no_grad():
+                lp = rotating_modes_log_prob(grid, x) if model is None else model.log_prob(grid, x)
+            ax = axes[i][j]
+            ax.imshow(lp.exp().reshape(n, n).T.numpy(), origin="lower", extent=(-lim, lim, -lim, lim), cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"x = {xv:+.1f}")
+            if j == 0:
+                ax.set_ylabel(name)
+    fig.suptitle("p(y | x): a bimodal target whose axis turns with x")
+    fig.tight_layout()
+    return fig
+
+
+def plot_forward_and_inverse(result: dict[str, Any], cfg: TheoryConfig, name: str = "xiao", n_test: int = 2000):
+    """Fig 5.1: predicted labels of test points (forward pass) and posterior samples (inverse pass)."""
+    import matplotlib.pyplot as plt
+
+    model = result["models"][name]
+    g = torch.Generator().manual_seed(cfg.seed + 3)
+    x, _ = eight_modes(n_test, g)
+    pred = predict_labels(name, model, x, cfg, g)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4.5))
+    a.scatter(x[:, 0], x[:, 1], c=pred.numpy(), cmap="tab10", vmin=0, vmax=9, s=3)
+    a.set_title("forward pass: predicted labels of test points")
+    for c in range(cfg.label_dim):
+        s = posterior_samples(name, model, c, 300, cfg, g)
+        b.scatter(s[:, 0], s[:, 1], color=plt.cm.tab10(c), s=3)
+    b.set_title("inverse pass: samples of p(x | label)")
+    for ax in (a, b):
+        ax.set_xlim(-4, 4)
+        ax.set_ylim(-4, 4)
+        ax.set_aspect("equal")
+    fig.suptitle(LABELS.get(name, name))
+    fig.tight_layout()
+    return fig
+
+
+def plot_posteriors(result: dict[str, Any], cfg: TheoryConfig, methods: tuple[str, ...] | None = None, n: int = 300):
+    """Fig 5.2 style: posterior samples of every label, one panel per method."""
+    import matplotlib.pyplot as plt
+
+    methods = methods or tuple(result["models"])
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 3.8), squeeze=False)
+    g = torch.Generator().manual_seed(cfg.seed + 4)
+    for ax, name in zip(axes[0], methods):
+        for c in range(cfg.label_dim):
+            s = posterior_samples(name, result["models"][name], c, n, cfg, g)
+            ax.scatter(s[:, 0], s[:, 1], color=plt.cm.tab10(c), s=2)
+        ax.set_xlim(-4, 4)
+        ax.set_ylim(-4, 4)
+        ax.set_aspect("equal")
+        ax.set_title(LABELS.get(name, name), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
