@@ -112,10 +112,10 @@ class ConditionalFlow(nn.Module):
         self.top_prior = DiagonalGaussian(c, cond[-1], prior_net)
 
     # --- conditioning ------------------------------------------------------------------------
-    def features(self, x: Tensor | None, size: tuple[int, int], batch: int | None = None) -> list[Tensor | None]:
-        """Conditioning features for each level of an output of spatial ``size``."""
+    def _raw_features(self, x: Tensor | None) -> list[Tensor] | None:
+        """The conditioner's output as one feature map per level (None for an unconditional flow)."""
         if not any(self.cond_channels):
-            return [None] * self.num_levels
+            return None
         if x is None:
             raise ValueError("this flow is conditional: pass the conditioning input x")
         _check_finite(x, "conditioning input x")
@@ -123,6 +123,11 @@ class ConditionalFlow(nn.Module):
         hs = list(h) if isinstance(h, (list, tuple)) else [h] * self.num_levels
         if len(hs) != self.num_levels:
             raise ValueError(f"the conditioner returned {len(hs)} feature maps for {self.num_levels} levels")
+        return hs
+
+    def _resize_features(self, hs: list[Tensor] | None, size: tuple[int, int], batch: int | None) -> list[Tensor | None]:
+        if hs is None:
+            return [None] * self.num_levels
         out: list[Tensor | None] = []
         for lvl, (f, c) in enumerate(zip(hs, self.cond_channels)):
             if f.dim() != 4 or f.shape[1] != c or (batch is not None and f.shape[0] != batch):
@@ -133,6 +138,10 @@ class ConditionalFlow(nn.Module):
             s = 2 ** (lvl + 1)
             out.append(resize_features(f, (size[0] // s, size[1] // s)))
         return out
+
+    def features(self, x: Tensor | None, size: tuple[int, int], batch: int | None = None) -> list[Tensor | None]:
+        """Conditioning features for each level of an output of spatial ``size``."""
+        return self._resize_features(self._raw_features(x), size, batch)
 
     def _check_y(self, y: Tensor) -> None:
         if y.dim() != 4 or y.shape[1] != self.in_channels:
@@ -226,16 +235,15 @@ class ConditionalFlow(nn.Module):
         if x is None and num_samples is None:
             raise ValueError("pass x (conditional) or num_samples (unconditional)")
         batch = num_samples if x is None else x.shape[0]
+        raw = self._raw_features(x)  # the conditioner runs once
         if size is None:
-            if x is None:
+            if raw is None:
                 raise ValueError("an unconditional sample needs size=(H, W)")
-            h = self.conditioner(x) if self.conditioner is not None else x
-            first = h[0] if isinstance(h, (list, tuple)) else h
-            size = (2 * first.shape[-2], 2 * first.shape[-1])
+            size = (2 * raw[0].shape[-2], 2 * raw[0].shape[-1])
         m = 2**self.num_levels
         if size[0] % m or size[1] % m:
             raise ValueError(f"sample size must be divisible by {m}, got {size}")
-        hs = self.features(x, size, batch)
+        hs = self._resize_features(raw, size, batch)
         s = 2**self.num_levels
         top_shape = (batch, self.latent_channels[-1], size[0] // s, size[1] // s)
         top = self.top_prior.sample(top_shape, hs[-1], temperature, generator)
