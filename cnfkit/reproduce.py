@@ -37,14 +37,15 @@ def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-def run(profile: str | None = None, only: list[str] | None = None, force: bool = False) -> int:
+def run(profile: str | None = None, only: list[str] | None = None, force: bool = False, root: Path = ROOT) -> int:
+    """Run the numbered notebooks of ``root/notebooks`` into ``root/results/<profile>``; 0 on success."""
     import papermill as pm
 
     explicit = profile is not None
     profile = resolve_profile(profile)
     if not explicit:
         print(f"PROFILE not given: using {profile!r} ({'CUDA available' if profile == 'full' else 'no CUDA'})")
-    out = ROOT / "results" / profile
+    out = root / "results" / profile
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     stamps = out / ".stamps"
     stamps.mkdir(exist_ok=True)
@@ -56,7 +57,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
         progress=True,
     )
     digest = _sources_digest()
-    todo = [nb for nb in notebooks() if not only or any(nb.name.startswith(o) for o in only)]
+    todo = [nb for nb in notebooks(root / "notebooks") if not only or any(nb.name.startswith(o) for o in only)]
     if not todo:
         print("no numbered notebooks found in notebooks/")
         return 0

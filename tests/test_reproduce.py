@@ -1,0 +1,39 @@
+"""make reproduce: papermill runs, skips current notebooks, stops with the failing cell's name."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from cnfkit import reproduce
+
+
+def _notebook(path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"\nresults_dir = ""\ndata_root = ""\ndata_mirror = ""\nprogress = False')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_reproduce_runs_skips_and_reports_failures(tmp_path, capsys):
+    (tmp_path / "notebooks").mkdir()
+    nb = tmp_path / "notebooks" / "00_demo.ipynb"
+    _notebook(nb, "from pathlib import Path\n(Path(results_dir) / 'out.txt').write_text(profile)")
+    assert reproduce.run("smoke", root=tmp_path) == 0
+    assert (tmp_path / "results" / "smoke" / "out.txt").read_text() == "smoke"
+    assert (tmp_path / "results" / "smoke" / "notebooks" / "00_demo.ipynb").exists()
+    capsys.readouterr()
+    assert reproduce.run("smoke", root=tmp_path) == 0
+    assert "[skip] 00_demo.ipynb" in capsys.readouterr().out
+    _notebook(tmp_path / "notebooks" / "01_broken.ipynb", "raise RuntimeError('boom')")
+    assert reproduce.run("smoke", root=tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "01_broken.ipynb" in err and "RuntimeError: boom" in err and "cell" in err
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown profile"):
+        reproduce.run("medium", root=tmp_path)
