@@ -11,6 +11,7 @@ posterior quality against the known true posterior of every label.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -272,10 +273,11 @@ def rotating_table(metrics: dict[str, dict]):
     ).set_index("model")
 
 
-def plot_rotating(result: dict[str, Any], xs: tuple[float, ...] = (-0.8, 0.0, 0.8), lim: float = 3.0, n: int = 150):
-    """Densities p(y | x) of the truth, the CNF and the factorized Gaussian at a few x."""
+def plot_rotating(result: dict[str, Any], xs: tuple[float, ...] = (-0.8, 0.0, 0.8), lim: float = 3.0, n: int = 150, n_samples: int = 300, seed: int = 0):
+    """Densities p(y | x) (colour) and samples (white dots) of the truth, the CNF and the factorized Gaussian."""
     import matplotlib.pyplot as plt
 
+    g = torch.Generator().manual_seed(seed)
     t = torch.linspace(-lim, lim, n)
     grid = torch.cartesian_prod(t, t)
     rows = [("true", None), ("CNF", result["models"]["cnf"]), ("factorized Gaussian", result["models"]["gaussian"])]
@@ -287,13 +289,23 @@ def plot_rotating(result: dict[str, Any], xs: tuple[float, ...] = (-0.8, 0.0, 0.
                 lp = rotating_modes_log_prob(grid, x) if model is None else model.log_prob(grid, x)
             ax = axes[i][j]
             ax.imshow(lp.exp().reshape(n, n).T.numpy(), origin="lower", extent=(-lim, lim, -lim, lim), cmap="viridis")
+            xs_ = torch.full((n_samples, 1), xv)
+            if model is None:
+                sign = torch.randint(0, 2, (n_samples, 1), generator=g) * 2 - 1
+                ang = torch.full((n_samples, 1), math.pi * xv / 2)
+                ys = sign * 1.5 * torch.cat([torch.cos(ang), torch.sin(ang)], dim=1) + 0.25 * torch.randn(n_samples, 2, generator=g)
+            else:
+                ys = model.sample(xs_, generator=g)
+            ax.scatter(ys[:, 0], ys[:, 1], s=1.5, c="white", alpha=0.6)
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(f"x = {xv:+.1f}")
             if j == 0:
                 ax.set_ylabel(name)
-    fig.suptitle("p(y | x): a bimodal target whose axis turns with x")
+    fig.suptitle("p(y | x) (colour) and samples (dots): a bimodal target whose axis turns with x")
     fig.tight_layout()
     return fig
 
