@@ -194,12 +194,18 @@ class ConditionalFlow(nn.Module):
         size = (top.shape[-2] * 2**self.num_levels, top.shape[-1] * 2**self.num_levels)
         return self._decode(top, list(zs[:-1]), self.features(x, size, top.shape[0]), temperature, generator)
 
-    def _decode(self, z, z_outs, hs, temperature, generator) -> Tensor:
+    def _decode(self, z, z_outs, hs, temperature, generator, with_log_prob: bool = False):
+        log_prob = self.top_prior.log_prob(z, hs[-1]) if with_log_prob else None
         for lvl in reversed(range(self.num_levels)):
             if lvl < self.num_levels - 1:
-                z = self.splits[lvl].join(z, hs[lvl], z_outs[lvl], temperature, generator)
-            z, _ = self.levels[lvl].inverse(z, hs[lvl])
-        return z
+                split = self.splits[lvl]
+                z = split.join(z, hs[lvl], z_outs[lvl], temperature, generator)
+                if with_log_prob:
+                    log_prob = log_prob + split(z, hs[lvl])[2]
+            z, ld = self.levels[lvl].inverse(z, hs[lvl])
+            if with_log_prob:
+                log_prob = log_prob - ld  # log q(y) = log p(z) - log|det dy/dz|
+        return (z, log_prob) if with_log_prob else z
 
     # --- the distribution --------------------------------------------------------------------
     def log_prob(self, y: Tensor, x: Tensor | None = None) -> Tensor:
@@ -230,6 +236,9 @@ class ConditionalFlow(nn.Module):
         default, twice the spatial size of the first conditioning feature map (features at the
         resolution of the first level, as for super-resolution and DRIVE).
         """
+        return self._sample(x, num_samples=num_samples, size=size, temperature=temperature, generator=generator)
+
+    def _sample(self, x, *, num_samples, size, temperature, generator, with_log_prob: bool = False):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if x is None and num_samples is None:
@@ -247,7 +256,21 @@ class ConditionalFlow(nn.Module):
         s = 2**self.num_levels
         top_shape = (batch, self.latent_channels[-1], size[0] // s, size[1] // s)
         top = self.top_prior.sample(top_shape, hs[-1], temperature, generator)
-        return self._decode(top, [None] * (self.num_levels - 1), hs, temperature, generator)
+        return self._decode(top, [None] * (self.num_levels - 1), hs, temperature, generator, with_log_prob)
+
+    def rsample(
+        self,
+        x: Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        size: tuple[int, int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Reparameterised samples and their exact ``log p(y | x)`` (gradients flow through both).
+
+        Used where the flow is itself a variational distribution (e.g. a dequantizer ``q(v | y)``).
+        """
+        return self._sample(x, num_samples=num_samples, size=size, temperature=1.0, generator=generator, with_log_prob=True)
 
 
 class VectorFlow(nn.Module):
@@ -356,10 +379,21 @@ class VectorFlow(nn.Module):
         """One sample per row of ``x`` (or ``num_samples`` unconditional samples)."""
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
+        return self._sample(x, num_samples, temperature, generator)[0]
+
+    def rsample(
+        self, x: Tensor | None = None, *, num_samples: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Reparameterised samples and their exact ``log p(y | x)`` (gradients flow through both)."""
+        return self._sample(x, num_samples, 1.0, generator)
+
+    def _sample(self, x, num_samples, temperature, generator) -> tuple[Tensor, Tensor]:
         if x is None and num_samples is None:
             raise ValueError("pass x (conditional) or num_samples (unconditional)")
         batch = num_samples if x is None else x.shape[0]
         h = self.features(x, batch)
-        z = self.prior.sample((batch, self.dim), h if self._prior_uses_context else None, temperature, generator)
-        return self.transform.inverse(z, self._coupling_context(h))[0]
+        prior_h = h if self._prior_uses_context else None
+        z = self.prior.sample((batch, self.dim), prior_h, temperature, generator)
+        y, ld = self.transform.inverse(z, self._coupling_context(h))
+        return y, self.prior.log_prob(z, prior_h) - ld
 

@@ -26,3 +26,7 @@ __all__ = [
     "pad_to_multiple",
     "sha256sum",
 ]
+
+from .mnist import load_mnist, read_idx  # noqa: E402
+
+__all__ += ["load_mnist", "read_idx"]
