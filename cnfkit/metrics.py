@@ -1,4 +1,4 @@
-"""Likelihood metrics: bits per dimension.
+"""Metrics: bits per dimension; precision, recall, PR curves and F-scores for binary segmentation.
 
 For continuous data, ``bpd = -log p(y) / (D ln 2)``.  For 8-bit (or any ``n_bins``-level) data
 that was dequantized and scaled to the unit interval, ``v = (y + u) / n_bins``, the density of the
@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["bits_per_dim"]
+__all__ = ["bits_per_dim", "precision_recall", "f_score", "pr_curve", "max_f_score"]
 
 
 def bits_per_dim(log_prob: Tensor, num_dims: int, n_bins: int | None = None) -> Tensor:
@@ -38,3 +38,72 @@ def bits_per_dim(log_prob: Tensor, num_dims: int, n_bins: int | None = None) -> 
     if n_bins is not None:
         log_prob = log_prob - num_dims * math.log(n_bins)
     return -log_prob / (num_dims * math.log(2.0))
+
+
+# --- binary segmentation (DRIVE) -----------------------------------------------------------
+# Evaluated inside a field-of-view mask and pooled over all pixels of all test images (the
+# dataset-level PR curve and maximal F-score of Maninis et al. 2016, which Winkler et al. follow).
+
+
+def _flatten_masked(scores: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    if scores.shape != target.shape or (mask is not None and mask.shape != target.shape):
+        raise ValueError(
+            f"scores {tuple(scores.shape)}, target {tuple(target.shape)}"
+            + (f" and mask {tuple(mask.shape)}" if mask is not None else "")
+            + " must have the same shape"
+        )
+    if ((target != 0) & (target != 1)).any():
+        raise ValueError("target must be binary (0 or 1)")
+    if mask is not None:
+        if ((mask != 0) & (mask != 1)).any():
+            raise ValueError("mask must be binary (0 or 1)")
+        keep = mask.bool()
+        scores, target = scores[keep], target[keep]
+    if not torch.isfinite(scores.float()).all():
+        raise ValueError("scores contain NaN or Inf values")
+    return scores.reshape(-1), target.reshape(-1).bool()
+
+
+def precision_recall(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> tuple[float, float]:
+    """Precision and recall of a binary prediction (inside ``mask``); 0/0 counts as 0."""
+    p, t = _flatten_masked(pred, target, mask)
+    if ((p != 0) & (p != 1)).any():
+        raise ValueError("pred must be binary (0 or 1); threshold soft maps first or use pr_curve")
+    p = p.bool()
+    tp = (p & t).sum().item()
+    n_pred, n_true = p.sum().item(), t.sum().item()
+    return (tp / n_pred if n_pred else 0.0), (tp / n_true if n_true else 0.0)
+
+
+def f_score(precision: float | Tensor, recall: float | Tensor):
+    """Harmonic mean ``2PR / (P + R)`` (0 where both are 0)."""
+    p, r = torch.as_tensor(precision, dtype=torch.float64), torch.as_tensor(recall, dtype=torch.float64)
+    out = torch.where(p + r > 0, 2 * p * r / (p + r).clamp_min(1e-300), torch.zeros_like(p))
+    return out.item() if out.dim() == 0 else out
+
+
+def pr_curve(scores: Tensor, target: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Precision and recall of ``scores >= threshold`` for every distinct score, highest first.
+
+    Returns ``(precision, recall, thresholds)`` as float64 tensors.  Exact: one point per distinct
+    value, computed from cumulative true/false positives after a single sort.
+    """
+    s, t = _flatten_masked(scores, target, mask)
+    if t.sum() == 0:
+        raise ValueError("target has no positive pixels inside the mask: recall is undefined")
+    order = torch.argsort(s.double(), descending=True, stable=True)
+    s, t = s[order].double(), t[order].double()
+    tp = torch.cumsum(t, 0)
+    fp = torch.cumsum(1 - t, 0)
+    last = torch.ones_like(s, dtype=torch.bool)
+    last[:-1] = s[1:] != s[:-1]  # the last index of each run of equal scores
+    tp, fp, thr = tp[last], fp[last], s[last]
+    return tp / (tp + fp), tp / t.sum(), thr
+
+
+def max_f_score(scores: Tensor, target: Tensor, mask: Tensor | None = None) -> tuple[float, float]:
+    """The maximal F-score along the PR curve and the threshold where it is reached."""
+    precision, recall, thr = pr_curve(scores, target, mask)
+    f = f_score(precision, recall)
+    i = int(torch.argmax(f))
+    return float(f[i]), float(thr[i])

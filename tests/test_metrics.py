@@ -1,0 +1,75 @@
+"""Segmentation metrics against scikit-learn, an independent implementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score, precision_recall_curve, precision_score, recall_score
+
+from cnfkit.metrics import f_score, max_f_score, pr_curve, precision_recall
+
+
+def _problem(seed=0, n=(3, 20, 24), ties=False):
+    g = torch.Generator().manual_seed(seed)
+    target = (torch.rand(n, generator=g) < 0.15).double()
+    scores = (0.6 * target + torch.rand(n, generator=g)).clamp(0, 1)
+    if ties:
+        scores = torch.round(scores * 10) / 10  # many equal scores, like an average of 10 samples
+    mask = (torch.rand(n, generator=g) < 0.7).double()
+    return scores, target, mask
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_pr_curve_matches_sklearn(ties):
+    scores, target, mask = _problem(1, ties=ties)
+    keep = mask.bool()
+    p_ref, r_ref, t_ref = precision_recall_curve(target[keep].numpy(), scores[keep].numpy())
+    p, r, t = pr_curve(scores, target, mask)
+    # sklearn orders thresholds ascending and appends the (precision 1, recall 0) end point
+    order = np.argsort(t.numpy())
+    np.testing.assert_allclose(t.numpy()[order], t_ref)
+    np.testing.assert_allclose(p.numpy()[order], p_ref[:-1], rtol=1e-12)
+    np.testing.assert_allclose(r.numpy()[order], r_ref[:-1], rtol=1e-12)
+
+
+def test_precision_recall_and_f_score_match_sklearn():
+    scores, target, mask = _problem(2)
+    pred = (scores > 0.55).double()
+    keep = mask.bool()
+    p, r = precision_recall(pred, target, mask)
+    assert p == pytest.approx(precision_score(target[keep], pred[keep]))
+    assert r == pytest.approx(recall_score(target[keep], pred[keep]))
+    assert f_score(p, r) == pytest.approx(f1_score(target[keep], pred[keep]))
+
+
+def test_max_f_score_is_the_best_threshold():
+    scores, target, mask = _problem(3)
+    best, thr = max_f_score(scores, target, mask)
+    keep = mask.bool()
+    brute = max(f1_score(target[keep], (scores[keep] >= t).double()) for t in torch.unique(scores[keep]).tolist())
+    assert best == pytest.approx(brute)
+    assert f1_score(target[keep], (scores[keep] >= thr).double()) == pytest.approx(best)
+
+
+def test_perfect_and_degenerate_cases():
+    target = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    assert max_f_score(target.clone(), target)[0] == 1.0
+    assert precision_recall(torch.zeros(2, 2), target) == (0.0, 0.0)
+    assert f_score(0.0, 0.0) == 0.0
+
+
+def test_bad_inputs():
+    t = torch.tensor([[0.0, 1.0]])
+    with pytest.raises(ValueError, match="same shape"):
+        pr_curve(torch.rand(1, 3), t)
+    with pytest.raises(ValueError, match="target must be binary"):
+        pr_curve(torch.rand(1, 2), torch.tensor([[0.0, 0.5]]))
+    with pytest.raises(ValueError, match="mask must be binary"):
+        pr_curve(torch.rand(1, 2), t, torch.tensor([[2.0, 1.0]]))
+    with pytest.raises(ValueError, match="pred must be binary"):
+        precision_recall(torch.tensor([[0.2, 0.9]]), t)
+    with pytest.raises(ValueError, match="NaN"):
+        pr_curve(torch.tensor([[float("nan"), 0.1]]), t)
+    with pytest.raises(ValueError, match="no positive"):
+        pr_curve(torch.rand(1, 2), torch.zeros(1, 2))
