@@ -30,3 +30,7 @@ __all__ = [
 from .mnist import load_mnist, read_idx  # noqa: E402
 
 __all__ += ["load_mnist", "read_idx"]
+
+from .drive import DriveSplit, load_drive, random_affine  # noqa: E402
+
+__all__ += ["DriveSplit", "load_drive", "random_affine"]

@@ -1,0 +1,165 @@
+"""Models for binary segmentation with conditional flows (Winkler et al. 2019, sec. 5.2; Tables 4, 5, 7).
+
+* :class:`VGGFeatures`: Table 4's feature extractor, blocks ``[InstanceNorm, ReLU, conv3x3]`` and
+  2x2 max-pools, returning the outputs of layers 4 and 7 (at 1/2 and 1/4 of the input resolution),
+  which condition the two levels of the flow.
+* :class:`SegmentationCNF`: the conditional flow ``p(v | x)`` (L=2, K=2, additive couplings with the
+  Table 7 network, conditional split and top priors) with a dequantizer ``q(v | y, x)``: the binary
+  half-infinite one (the paper's CNF) or uniform noise ("CNF Uniform").  ``model(y, x)`` is the
+  per-image variational lower bound on ``log P(y | x)``.
+* :class:`FactoredBernoulli`: the "likelihood baseline": the same conditioner and coupling-style
+  network run feed-forward to per-pixel probabilities, trained with the weighted cross-entropy
+  (the numerator of eq. 9) and evaluated with the normalised weighted-Bernoulli likelihood.
+
+ActNorm: the paper replaces activation normalisation by instance normalisation for DRIVE.  An
+instance-normalisation *layer* is not a per-sample bijection with a tractable inverse, so here the
+flow steps have no normalisation layer and InstanceNorm lives in every coupling network (Table 7).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .dequantization import BinaryDequantizer, SqueezeContext, UniformDequantizer
+from .flows import ConditionalFlow
+
+__all__ = ["VGGFeatures", "SegmentationCNF", "FactoredBernoulli", "weighted_bernoulli_log_likelihood", "weighted_cross_entropy"]
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.InstanceNorm2d(cin, affine=True), nn.ReLU(), nn.Conv2d(cin, cout, 3, padding=1))
+
+
+class VGGFeatures(nn.Module):
+    """Table 4: 1 block -> pool -> 2 blocks (output, 1/2 res) -> pool -> 2 blocks (output, 1/4 res)."""
+
+    def __init__(self, in_channels: int = 3, widths: tuple[int, int, int] = (32, 64, 128)) -> None:
+        super().__init__()
+        w1, w2, w3 = widths
+        self.out_channels = (w2, w3)
+        self.layer1 = _block(in_channels, w1)
+        self.layers34 = nn.Sequential(_block(w1, w2), _block(w2, w2))
+        self.layers67 = nn.Sequential(_block(w2, w3), _block(w3, w3))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        h1 = self.layer1(x)
+        h4 = self.layers34(F.max_pool2d(h1, 2))
+        h7 = self.layers67(F.max_pool2d(h4, 2))
+        return [h4, h7]
+
+
+class SegmentationCNF(nn.Module):
+    """Conditional flow on dequantized binary maps; ``forward(y, x)`` is the per-image ELBO in nats.
+
+    Args:
+        dequantization: ``"binary"`` (Winkler et al. sec. 3.2) or ``"uniform"`` (``v = y + u``).
+        hidden: width of the coupling networks (Table 7: 32).
+        deq_steps: steps of the single-scale noise flow of the binary dequantizer.
+    """
+
+    def __init__(self, in_channels: int = 3, dequantization: str = "binary", levels: int = 2, steps: int = 2,
+                 hidden: int = 32, widths: tuple[int, int, int] = (32, 64, 128), deq_steps: int = 2) -> None:
+        super().__init__()
+        if dequantization not in ("binary", "uniform"):
+            raise ValueError(f"dequantization must be 'binary' or 'uniform', got {dequantization!r}")
+        if levels != 2:
+            raise ValueError("the Table 4 conditioner provides features for exactly 2 levels")
+        self.kind = dequantization
+        vgg = VGGFeatures(in_channels, widths)
+        self.flow = ConditionalFlow(
+            1, levels, steps, hidden, cond_channels=list(vgg.out_channels), conditioner=vgg,
+            coupling="additive", coupling_net="instance", actnorm=False,
+        )
+        if dequantization == "binary":
+            noise = ConditionalFlow(
+                1, 1, deq_steps, hidden, cond_channels=4 * (1 + in_channels), conditioner=SqueezeContext(),
+                coupling="affine", coupling_net="instance", actnorm=False,
+            )
+            self.dequantizer: nn.Module = BinaryDequantizer(noise)
+        else:
+            self.dequantizer = UniformDequantizer(n_bins=2, scale=False)
+
+    def forward(self, y: Tensor, x: Tensor) -> Tensor:
+        """``log p(v | x) - log q(v | y, x)`` with ``v ~ q(v | y, x)``: a lower bound on ``log P(y | x)``."""
+        v, log_q = self.dequantizer(y, x)
+        return self.flow.log_prob(v, x) - log_q
+
+    elbo = forward
+
+    @torch.no_grad()
+    def sample(self, x: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """A binary segmentation ``y ~ P(y | x)``: sample ``v`` and quantize it."""
+        v = self.flow.sample(x, size=tuple(x.shape[-2:]), temperature=temperature, generator=generator)
+        return (v > 0.5).float() if self.kind == "binary" else (v >= 1).float()
+
+    @torch.no_grad()
+    def mean_map(self, x: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """The average of ``n_samples`` binary samples: the soft map thresholded for PR curves."""
+        return sum(self.sample(x, generator=generator) for _ in range(n_samples)) / n_samples
+
+
+def weighted_cross_entropy(logits: Tensor, y: Tensor, beta: float, mask: Tensor | None = None) -> Tensor:
+    """Per-image ``-sum [beta y log p + (1 - beta)(1 - y) log(1 - p)]``: the numerator of eq. 9."""
+    term = -(beta * y * F.logsigmoid(logits) + (1 - beta) * (1 - y) * F.logsigmoid(-logits))
+    if mask is not None:
+        term = term * mask
+    return term.reshape(term.shape[0], -1).sum(1)
+
+
+def weighted_bernoulli_log_likelihood(logits: Tensor, y: Tensor, beta: float, mask: Tensor | None = None) -> Tensor:
+    """Per-image ``sum log L_j`` of eq. 9 *with* its normaliser ``p^beta + (1 - p)^(1 - beta)``,
+    so that it is a proper distribution over ``y in {0, 1}`` and comparable in bits/dim."""
+    log_p, log_1mp = F.logsigmoid(logits), F.logsigmoid(-logits)
+    num = beta * y * log_p + (1 - beta) * (1 - y) * log_1mp
+    norm = torch.logaddexp(beta * log_p, (1 - beta) * log_1mp)
+    term = num - norm
+    if mask is not None:
+        term = term * mask
+    return term.reshape(term.shape[0], -1).sum(1)
+
+
+class FactoredBernoulli(nn.Module):
+    """Per-pixel (conditionally independent) Bernoulli on the same conditioner.
+
+    The head mirrors the flow's first level: features at 1/2 and 1/4 resolution are merged at 1/2
+    resolution, a Table 7 network predicts 4 logits per position, and depth-to-space brings them to
+    full resolution (the inverse of the flow's squeeze).
+    """
+
+    def __init__(self, in_channels: int = 3, hidden: int = 32, widths: tuple[int, int, int] = (32, 64, 128), beta: float = 0.9) -> None:
+        super().__init__()
+        if not 0 < beta < 1:
+            raise ValueError(f"beta must be in (0, 1), got {beta}")
+        self.beta = beta
+        self.conditioner = VGGFeatures(in_channels, widths)
+        c = sum(self.conditioner.out_channels)
+        self.head = nn.Sequential(
+            nn.Conv2d(c, hidden, 3, padding=1), nn.InstanceNorm2d(hidden, affine=True), nn.ReLU(), nn.Conv2d(hidden, 4, 3, padding=1)
+        )
+
+    def logits(self, x: Tensor) -> Tensor:
+        if x.shape[-1] % 4 or x.shape[-2] % 4:
+            raise ValueError(f"image size must be divisible by 4, got {tuple(x.shape[-2:])}")
+        h4, h7 = self.conditioner(x)
+        h = torch.cat([h4, F.interpolate(h7, size=h4.shape[-2:], mode="bilinear", align_corners=False)], dim=1)
+        return F.pixel_shuffle(self.head(h), 2)
+
+    def forward(self, y: Tensor, x: Tensor) -> Tensor:
+        """Normalised weighted-Bernoulli log-likelihood per image (nats)."""
+        return weighted_bernoulli_log_likelihood(self.logits(x), y, self.beta)
+
+    def loss(self, y: Tensor, x: Tensor) -> Tensor:
+        """The training loss of the literature: weighted cross-entropy, normaliser ignored."""
+        return weighted_cross_entropy(self.logits(x), y, self.beta)
+
+    @torch.no_grad()
+    def soft_map(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.logits(x))
+
+    @torch.no_grad()
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        p = self.soft_map(x)
+        return (torch.rand(p.shape, generator=generator) < p).float()
+

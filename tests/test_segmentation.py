@@ -1,0 +1,111 @@
+"""DRIVE models and data helpers on small synthetic inputs (no DRIVE file is needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnfkit.data.drive import affine_matrices, check_segmentation_batch, load_drive, random_affine
+from cnfkit.segmentation import FactoredBernoulli, SegmentationCNF, VGGFeatures, weighted_bernoulli_log_likelihood, weighted_cross_entropy
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _batch(n=2, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=g)
+    y = (x[:, :1] > 0.8).float()
+    mask = torch.ones_like(y)
+    return x, y, mask
+
+
+def test_vgg_features_resolutions():
+    feats = VGGFeatures(widths=(8, 16, 24))(torch.rand(2, 3, 32, 32))
+    assert [tuple(f.shape) for f in feats] == [(2, 16, 16, 16), (2, 24, 8, 8)]
+
+
+@pytest.mark.parametrize("deq", ["binary", "uniform"])
+def test_cnf_elbo_gradients_and_samples(deq):
+    torch.manual_seed(0)
+    model = SegmentationCNF(dequantization=deq, hidden=8, widths=(8, 8, 8))
+    x, y, _ = _batch()
+    elbo = model(y, x)
+    assert elbo.shape == (2,) and torch.isfinite(elbo).all()
+    (-elbo.mean()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    s = model.sample(x, generator=torch.Generator().manual_seed(0))
+    assert s.shape == y.shape and set(s.unique().tolist()) <= {0.0, 1.0}
+    m = model.mean_map(x, 3, generator=torch.Generator().manual_seed(0))
+    assert 0 <= m.min() and m.max() <= 1
+
+
+def test_weighted_bernoulli_is_normalised_and_its_numerator_is_the_training_loss():
+    logits = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    for beta in (0.1, 0.5, 0.9):
+        total = weighted_bernoulli_log_likelihood(logits, torch.ones_like(logits), beta, None)
+        # per pixel, L(y=0) + L(y=1) = 1
+        per_pixel = [weighted_bernoulli_log_likelihood(logits[:, :, i : i + 1, j : j + 1], torch.full((3, 1, 1, 1), v, dtype=torch.float64), beta)
+                     for i in range(4) for j in range(4) for v in (0.0, 1.0)]
+        mass = torch.stack(per_pixel).reshape(16, 2, 3).exp().sum(1)
+        torch.testing.assert_close(mass, torch.ones_like(mass))
+        assert torch.isfinite(total).all()
+    y = (torch.rand(3, 1, 4, 4) > 0.5).double()
+    p = torch.sigmoid(logits)
+    ref = -(0.9 * y * p.log() + 0.1 * (1 - y) * (1 - p).log()).sum((1, 2, 3))
+    torch.testing.assert_close(weighted_cross_entropy(logits, y, 0.9), ref)
+
+
+def test_factored_baseline_shapes_and_bad_beta():
+    torch.manual_seed(0)
+    model = FactoredBernoulli(hidden=8, widths=(8, 8, 8))
+    x, y, _ = _batch()
+    assert model.logits(x).shape == y.shape
+    assert torch.isfinite(model(y, x)).all() and torch.isfinite(model.loss(y, x)).all()
+    with pytest.raises(ValueError, match="beta"):
+        FactoredBernoulli(beta=1.0)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model.logits(torch.rand(1, 3, 18, 16))
+
+
+def test_affine_augmentation_is_shared_and_keeps_labels_binary():
+    x, y, m = _batch(size=32)
+    r = torch.linspace(-1, 1, 32)
+    disc = ((r[:, None] - 0.3) ** 2 + r[None, :] ** 2 < 0.3).float()  # an off-centre disc
+    x, y = disc.expand(2, 3, 32, 32).clone(), disc.expand(2, 1, 32, 32).clone()
+    img, lab, msk = random_affine(x, y, m, torch.Generator().manual_seed(0))
+    assert set(lab.unique().tolist()) <= {0.0, 1.0} and set(msk.unique().tolist()) <= {0.0, 1.0}
+    ident = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]).expand(2, 2, 3)
+    img2, lab2, msk2 = random_affine(x, y, m, matrices=ident)
+    torch.testing.assert_close(img2, x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(lab2, y)
+    # same map for image and label: a label derived from a channel stays (mostly) consistent
+    consistent = ((img[:, :1] > 0.5).float() == lab).float()[msk.bool()].mean()
+    assert consistent > 0.97
+    a = affine_matrices(1000, torch.Generator().manual_seed(1))
+    dets = torch.linalg.det(a[:, :, :2])
+    assert (dets > 1 / 1.2**2 - 1e-4).all() and (dets < 1 / 0.8**2 + 1e-4).all()  # |det| = 1 / s^2
+
+
+def test_segmentation_batches_are_validated():
+    x, y, m = _batch()
+    with pytest.raises(ValueError, match="labels must be binary"):
+        check_segmentation_batch(x, y * 0.5 + 0.25, m)
+    with pytest.raises(ValueError, match="mask is required"):
+        check_segmentation_batch(x, y, None)
+    with pytest.raises(ValueError, match="matching images"):
+        check_segmentation_batch(x, y[:, :, :8], m)
+    with pytest.raises(ValueError, match="binary"):
+        SegmentationCNF(hidden=4, widths=(4, 4, 4))(y * 0.3, x)
+
+
+@pytest.mark.skipif(not (SHARED / "DRIVE").is_dir(), reason="DRIVE not available in the offline mirror")
+def test_real_drive_split():
+    d = load_drive("test", mirror=SHARED)
+    assert d.images.shape == (20, 3, 584, 565) and d.second is not None
+    assert abs(d.labels.mean().item() - 0.0876) < 1e-3 and abs(d.masks.mean().item() - 0.688) < 1e-3
+    with pytest.raises(ValueError, match="split"):
+        load_drive("validation", mirror=SHARED)
+
+
