@@ -84,14 +84,19 @@ def render(profile: str, root: Path = ROOT) -> str:
     return "\n\n".join(parts)
 
 
-def update_readme(profile: str, readme: Path = ROOT / "README.md") -> bool:
+def update_readme(profile: str, readme: Path | None = None, root: Path | None = None) -> bool:
+    """Replace the README's results section for ``profile``; returns whether it changed."""
+    if root is None:
+        root = readme.parent if readme is not None else ROOT
+    if readme is None:
+        readme = root / "README.md"
     start, end = f"<!-- results:{profile}:start -->", f"<!-- results:{profile}:end -->"
     text = readme.read_text()
     if start not in text or end not in text:
         raise ValueError(f"README has no {start} ... {end} section")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    new = f"{head}{start}\n{render(profile)}\n{end}{tail}"
+    new = f"{head}{start}\n{render(profile, root)}\n{end}{tail}"
     readme.write_text(new)
     return new != text
 
@@ -110,3 +115,76 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- the papers' tables, "paper" next to "ours" (used by notebooks/90_tables_and_figures) ---------
+
+
+def _ours(folder: Path, name: str) -> dict[str, Any] | None:
+    return _load(folder, name)
+
+
+def paper_tables(profile: str, root: Path = ROOT) -> dict[str, "pd.DataFrame"]:  # noqa: F821
+    """Winkler et al. Tables 1-3 and Xiao et al. Table 1 as DataFrames; missing results are NaN."""
+    import pandas as pd
+
+    folder = root / "results" / profile
+    ours = f"ours ({profile})"
+    out: dict[str, pd.DataFrame] = {}
+
+    p1, sr = paper_numbers("winkler_table1_bpd"), _ours(folder, "super_resolution")
+    rows = []
+    for ds in ("ImageNet32", "ImageNet64"):
+        got = (sr or {}).get("table1", {}).get(ds, {})
+        rows.append({"dataset": ds, "paper CNF": p1[ds]["CNF"], f"{ours} CNF": got.get("CNF"),
+                     "paper factorized LL": p1[ds]["Factorized LL"], f"{ours} factorized LL": got.get("Factorized LL")})
+    out["winkler_table1"] = pd.DataFrame(rows).set_index("dataset")
+
+    p2 = paper_numbers("winkler_table2_sr")
+    rows = []
+    for model in ("Bicubic", "SRCNN", "PSyCO", "ENet", "LL Baseline", "CNF"):
+        row: dict[str, Any] = {"model": model + (" (cited)" if model in p2["_cited"][1:] else "")}
+        for ds in ("Set5", "Set14", "BSD100"):
+            got = (sr or {}).get("table2", {}).get(ds, {}).get(model, {})
+            for metric in ("bpd", "psnr", "ssim"):
+                row[f"{ds} {metric} paper"] = p2[ds][model].get(metric)
+                if model not in p2["_cited"][1:]:
+                    row[f"{ds} {metric} {ours}"] = got.get(metric)
+        rows.append(row)
+    out["winkler_table2"] = pd.DataFrame(rows).set_index("model")
+
+    p3, dr = paper_numbers("winkler_table3_drive"), _ours(folder, "drive")
+    rows = []
+    for name in p3["_cited"]:
+        ours_f = dr["human"]["f_score"] if (dr and name == "Human" and dr.get("human")) else None
+        rows.append({"model": name + (" (cited)" if name != "Human" else " (2nd observer)"), "paper bpd": None, f"{ours} bpd": None,
+                     "paper F": p3[name]["f_score"], f"{ours} F": ours_f})
+    for key, name in (("factored", "Factored"), ("cnf_uniform", "CNF Uniform"), ("cnf", "CNF")):
+        s = (dr or {}).get("summary", {}).get(key)
+        rows.append({"model": name, "paper bpd": f"{p3[name]['bpd']} ± {p3[name]['bpd_std']}", f"{ours} bpd": f"{s['bpd']:.4f} ± {s['bpd_std']:.4f}" if s else None,
+                     "paper F": f"{p3[name]['f_score']} ± {p3[name]['f_score_std']}", f"{ours} F": f"{s['f_score']:.3f} ± {s['f_score_std']:.3f}" if s else None})
+    out["winkler_table3"] = pd.DataFrame(rows).set_index("model")
+
+    px, mn = paper_numbers("xiao_table1_accuracy"), _ours(folder, "mnist")
+    rows = []
+    for ds in ("MNIST", "FashionMNIST"):
+        got = (mn or {}).get("datasets", {}).get(ds, {})
+        rows.append({"dataset": ds, "paper (forward pass)": px[ds], f"{ours} forward pass": got.get("accuracy_forward_pass"),
+                     f"{ours} CNF + Bayes' rule": got.get("accuracy_cnf_bayes")})
+    out["xiao_table1"] = pd.DataFrame(rows).set_index("dataset")
+    return out
+
+
+def write_tables(profile: str, root: Path = ROOT) -> list[Path]:
+    """Write every table as Markdown and LaTeX into ``results/<profile>/tables/``."""
+    folder = root / "results" / profile / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, df in paper_tables(profile, root).items():
+        header = [df.index.name or ""] + [str(c) for c in df.columns]
+        rows = [[idx] + [None if (isinstance(v, float) and v != v) else v for v in row] for idx, row in zip(df.index, df.itertuples(index=False))]
+        note = f"Reduced-scale run (profile {profile}); '-' = not produced yet.\n\n" if profile != "full" else ""
+        (folder / f"{name}.md").write_text(note + markdown_table(header, rows, 4) + "\n")
+        (folder / f"{name}.tex").write_text(df.to_latex(na_rep="--", float_format="%.4g", escape=True))
+        written += [folder / f"{name}.md", folder / f"{name}.tex"]
+    return written

@@ -1,0 +1,55 @@
+"""Tables are rebuilt from results JSON and the paper-numbers file, never typed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnfkit import report
+from cnfkit.paper import paper_numbers
+
+
+def _fake_results(root):
+    folder = root / "results" / "quick"
+    folder.mkdir(parents=True)
+    prov = {"provenance": {"wall_time_s": 60.0, "device": "cpu"}}
+    (folder / "mnist.json").write_text(json.dumps({**prov, "datasets": {
+        "MNIST": {"accuracy_forward_pass": 0.97, "accuracy_cnf_bayes": 0.96},
+        "FashionMNIST": {"accuracy_forward_pass": 0.88, "accuracy_cnf_bayes": 0.87}}}))
+    s = {"bpd": 0.03, "bpd_std": 0.001, "f_score": 0.8, "f_score_std": 0.0}
+    (folder / "drive.json").write_text(json.dumps({**prov, "summary": {"cnf": s, "factored": s, "cnf_uniform": s},
+                                                   "human": {"f_score": 0.79}}))
+    return folder
+
+
+def test_paper_tables_put_paper_next_to_ours(tmp_path):
+    _fake_results(tmp_path)
+    t = report.paper_tables("quick", tmp_path)
+    x = t["xiao_table1"]
+    assert x.loc["MNIST", "paper (forward pass)"] == paper_numbers("xiao_table1_accuracy")["MNIST"]
+    assert x.loc["MNIST", "ours (quick) forward pass"] == 0.97
+    assert t["winkler_table3"].loc["CNF", "ours (quick) F"] == "0.800 ± 0.000"
+    assert t["winkler_table3"].loc["Human (2nd observer)", "ours (quick) F"] == 0.79
+    assert t["winkler_table1"]["ours (quick) CNF"].isna().all()  # super-resolution not run: shown as missing
+    files = report.write_tables("quick", tmp_path)
+    assert {p.suffix for p in files} == {".md", ".tex"} and len(files) == 8
+    assert "Reduced-scale" in (tmp_path / "results" / "quick" / "tables" / "xiao_table1.md").read_text()
+
+
+def test_render_and_readme_section(tmp_path):
+    _fake_results(tmp_path)
+    text = report.render("quick", tmp_path)
+    assert "0.9700" in text and "0.984" in text
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:quick:start -->\nold\n<!-- results:quick:end -->\nrest\n")
+    assert report.update_readme("quick", readme)
+    body = readme.read_text()
+    assert "old" not in body and "0.9700" in body and body.endswith("rest\n")
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no <!-- results:quick:start -->"):
+        report.update_readme("quick", readme)
+
+
+def test_markdown_cells_escape_pipes():
+    assert "p(x\\|y)" in report.markdown_table(["p(x|y)"], [["a|b"]])
