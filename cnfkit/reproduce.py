@@ -32,6 +32,23 @@ def _sources_digest() -> str:
     return h.hexdigest()
 
 
+def sanitize_notebook(path: Path, root: Path = ROOT) -> None:
+    """Remove machine details from an executed notebook: absolute paths (repo -> ``<repo>``, home ->
+    ``~``), progress-bar output on stderr and papermill's timing metadata."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    text = nbformat.writes(nb)
+    text = text.replace(str(root), "<repo>").replace(str(Path.home()), "~")
+    path.write_text(text)
+
+
 def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
     """The numbered notebooks ``NN_*.ipynb`` in order."""
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
@@ -79,6 +96,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
                 file=sys.stderr,
             )
             return 1
+        sanitize_notebook(executed, root)
         stamp.write_text(json.dumps({"key": key, "wall_time_s": round(time.perf_counter() - t0, 1)}) + "\n")
         print(f"[done] {nb.name} in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -24,7 +24,8 @@ def test_reproduce_runs_skips_and_reports_failures(tmp_path, capsys):
     _notebook(nb, "from pathlib import Path\n(Path(results_dir) / 'out.txt').write_text(profile)")
     assert reproduce.run("smoke", root=tmp_path) == 0
     assert (tmp_path / "results" / "smoke" / "out.txt").read_text() == "smoke"
-    assert (tmp_path / "results" / "smoke" / "notebooks" / "00_demo.ipynb").exists()
+    executed = (tmp_path / "results" / "smoke" / "notebooks" / "00_demo.ipynb").read_text()
+    assert str(tmp_path) not in executed and "<repo>" in executed  # absolute paths are sanitised
     capsys.readouterr()
     assert reproduce.run("smoke", root=tmp_path) == 0
     assert "[skip] 00_demo.ipynb" in capsys.readouterr().out

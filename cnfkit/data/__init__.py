@@ -10,6 +10,7 @@ from .store import (
     dataset_file,
     mirror_root,
     sha256sum,
+    use_data_dirs,
 )
 from .transforms import crop_to, pad_to_multiple
 
@@ -25,6 +26,7 @@ __all__ = [
     "mirror_root",
     "pad_to_multiple",
     "sha256sum",
+    "use_data_dirs",
 ]
 
 from .mnist import load_mnist, read_idx  # noqa: E402

@@ -34,6 +34,7 @@ __all__ = [
     "dataset_dir",
     "dataset_file",
     "sha256sum",
+    "use_data_dirs",
 ]
 
 
@@ -93,6 +94,18 @@ def mirror_root(mirror: str | os.PathLike | None = None) -> Path | None:
     if mirror is None:
         mirror = os.environ.get("CNFKIT_DATA_MIRROR") or None
     return None if mirror is None else Path(mirror).expanduser()
+
+
+def use_data_dirs(data_root: str | os.PathLike = "", data_mirror: str | os.PathLike = "") -> None:
+    """Point this process at a data root and/or offline mirror (empty: leave the setting alone).
+
+    Notebooks call it with their papermill parameters, so ``make reproduce`` decides where data
+    comes from.
+    """
+    if data_root:
+        os.environ["CNFKIT_DATA_ROOT"] = str(data_root)
+    if data_mirror:
+        os.environ["CNFKIT_DATA_MIRROR"] = str(data_mirror)
 
 
 def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
