@@ -1,0 +1,32 @@
+"""nbval: skip a notebook (with the reason) when a dataset it needs is not available locally."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+REQUIRES = {
+    "01_mnist.ipynb": ("MNIST", "FashionMNIST"),
+    "03_drive.ipynb": ("DRIVE",),
+}
+
+
+@cache
+def _available(name: str) -> bool:
+    from cnfkit.data import DatasetError, dataset_dir
+
+    try:
+        dataset_dir(name, download=False)
+        return True
+    except DatasetError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        needs = REQUIRES.get(Path(str(item.fspath)).name, ())
+        missing = [n for n in needs if not _available(n)]
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=f"dataset(s) {', '.join(missing)} not available (see data/README.md)"))
