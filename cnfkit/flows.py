@@ -253,8 +253,7 @@ class ConditionalFlow(nn.Module):
         if size[0] % m or size[1] % m:
             raise ValueError(f"sample size must be divisible by {m}, got {size}")
         hs = self._resize_features(raw, size, batch)
-        s = 2**self.num_levels
-        top_shape = (batch, self.latent_channels[-1], size[0] // s, size[1] // s)
+        top_shape = (batch, self.latent_channels[-1], size[0] // m, size[1] // m)
         top = self.top_prior.sample(top_shape, hs[-1], temperature, generator)
         return self._decode(top, [None] * (self.num_levels - 1), hs, temperature, generator, with_log_prob)
 
