@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["bits_per_dim", "precision_recall", "f_score", "pr_curve", "max_f_score"]
+__all__ = ["bits_per_dim", "precision_recall", "f_score", "pr_curve", "max_f_score", "rgb_to_y", "psnr", "ssim", "sr_psnr_ssim"]
 
 
 def bits_per_dim(log_prob: Tensor, num_dims: int, n_bins: int | None = None) -> Tensor:
@@ -107,3 +107,65 @@ def max_f_score(scores: Tensor, target: Tensor, mask: Tensor | None = None) -> t
     f = f_score(precision, recall)
     i = int(torch.argmax(f))
     return float(f[i]), float(thr[i])
+
+
+# --- super-resolution: PSNR and SSIM --------------------------------------------------------
+# The convention of the SR literature (and of the numbers Winkler et al. cite): images in [0, 255],
+# the luma channel Y of ITU-R BT.601 YCbCr (MATLAB's rgb2ycbcr), a border of `scale` pixels cropped,
+# SSIM with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, averaged over the valid region
+# (Wang et al. 2004).
+
+
+def rgb_to_y(img: Tensor) -> Tensor:
+    """Luma of ``[..., 3, H, W]`` RGB in [0, 255]: ``16 + (65.481 R + 128.553 G + 24.966 B) / 255``."""
+    if img.shape[-3] != 3:
+        raise ValueError(f"expected RGB images [..., 3, H, W], got {tuple(img.shape)}")
+    r, g, b = img.double().unbind(-3)
+    return 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+
+
+def _crop(t: Tensor, border: int) -> Tensor:
+    return t[..., border : t.shape[-2] - border, border : t.shape[-1] - border] if border else t
+
+
+def psnr(a: Tensor, b: Tensor, data_range: float = 255.0, border: int = 0) -> Tensor:
+    """Peak signal-to-noise ratio per image (all dims but the first two from the end are batch)."""
+    if a.shape != b.shape:
+        raise ValueError(f"images must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = _crop(a.double(), border), _crop(b.double(), border)
+    mse = ((a - b) ** 2).reshape(*a.shape[:-2], -1).mean(-1)
+    return 10 * torch.log10(data_range**2 / mse)
+
+
+def _gaussian_window(sigma: float = 1.5, radius: int = 5) -> Tensor:
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(a: Tensor, b: Tensor, data_range: float = 255.0, border: int = 0) -> Tensor:
+    """Mean SSIM per single-channel image ``[..., H, W]`` (Gaussian window, valid region)."""
+    if a.shape != b.shape:
+        raise ValueError(f"images must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    import torch.nn.functional as F
+
+    a, b = _crop(a.double(), border), _crop(b.double(), border)
+    lead = a.shape[:-2]
+    a, b = a.reshape(-1, 1, *a.shape[-2:]), b.reshape(-1, 1, *b.shape[-2:])
+    if min(a.shape[-2:]) < 11:
+        raise ValueError(f"SSIM needs images of at least 11x11 after cropping, got {tuple(a.shape[-2:])}")
+    w = _gaussian_window()
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
+    saa = F.conv2d(a * a, w) - mu_a**2
+    sbb = F.conv2d(b * b, w) - mu_b**2
+    sab = F.conv2d(a * b, w) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
+    return s.mean(dim=(1, 2, 3)).reshape(lead)
+
+
+def sr_psnr_ssim(sr: Tensor, hr: Tensor, scale: int = 2) -> tuple[Tensor, Tensor]:
+    """PSNR and SSIM of RGB ``[B, 3, H, W]`` images in [0, 255] on Y, cropping ``scale`` pixels."""
+    y_sr, y_hr = rgb_to_y(sr), rgb_to_y(hr)
+    return psnr(y_sr, y_hr, 255.0, scale), ssim(y_sr, y_hr, 255.0, scale)

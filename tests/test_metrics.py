@@ -73,3 +73,47 @@ def test_bad_inputs():
         pr_curve(torch.tensor([[float("nan"), 0.1]]), t)
     with pytest.raises(ValueError, match="no positive"):
         pr_curve(torch.rand(1, 2), torch.zeros(1, 2))
+
+
+# --- PSNR / SSIM against scikit-image ---------------------------------------------------------
+
+from skimage.color import rgb2ycbcr  # noqa: E402
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
+
+from cnfkit.metrics import psnr, rgb_to_y, sr_psnr_ssim, ssim  # noqa: E402
+
+
+def _pair(seed=0, shape=(40, 36)):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(3, *shape, generator=g, dtype=torch.float64) * 255
+    b = (a + 20 * torch.randn(3, *shape, generator=g, dtype=torch.float64)).clamp(0, 255)
+    return a, b
+
+
+def test_luma_matches_skimage_rgb2ycbcr():
+    a, _ = _pair()
+    ref = rgb2ycbcr(a.permute(1, 2, 0).numpy() / 255.0)[..., 0]
+    np.testing.assert_allclose(rgb_to_y(a).numpy(), ref, rtol=1e-12)
+
+
+def test_psnr_and_ssim_match_skimage():
+    a, b = _pair(1)
+    ya, yb = rgb_to_y(a), rgb_to_y(b)
+    assert psnr(ya, yb).item() == pytest.approx(peak_signal_noise_ratio(ya.numpy(), yb.numpy(), data_range=255), rel=1e-12)
+    ref = structural_similarity(ya.numpy(), yb.numpy(), data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ssim(ya, yb).item() == pytest.approx(ref, rel=1e-9)
+    # the SR convention crops `scale` pixels before both metrics
+    p, s = sr_psnr_ssim(a[None], b[None], scale=2)
+    ca, cb = ya[2:-2, 2:-2].numpy(), yb[2:-2, 2:-2].numpy()
+    assert p.item() == pytest.approx(peak_signal_noise_ratio(ca, cb, data_range=255), rel=1e-12)
+    assert s.item() == pytest.approx(structural_similarity(ca, cb, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False), rel=1e-9)
+    assert ssim(ya, ya).item() == pytest.approx(1.0)
+
+
+def test_sr_metric_errors():
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(torch.zeros(4, 4), torch.zeros(4, 5))
+    with pytest.raises(ValueError, match="11x11"):
+        ssim(torch.zeros(8, 8), torch.zeros(8, 8))
+    with pytest.raises(ValueError, match="RGB"):
+        rgb_to_y(torch.zeros(1, 4, 4))
