@@ -1,0 +1,129 @@
+"""Super-resolution models (Winkler et al. 2019 sec. 5.1; Tables 5, 6, 8).
+
+* :class:`RRDBNet`: the conditioner ``h = g(x_lr)``: ESRGAN's residual-in-residual dense blocks
+  (Wang et al. 2018): a 3x3 conv to ``nf`` channels, ``blocks`` RRDBs (each 3 dense blocks of 5 convs
+  with growth ``gc``, LeakyReLU 0.2, residual scaling 0.2), a trunk conv with a global skip, and a
+  3x3 conv to ``context`` channels.  Table 8: 16 blocks, growth 32 (CNF) or 55 (baseline), 128
+  context channels.
+* :class:`SRFlow`: the CNF ``p(x_hr | x_lr)``: a :class:`~cnfkit.flows.ConditionalFlow` (L=2, K=8,
+  affine couplings with the Table 6 network) conditioned on the RRDB features, on 8-bit images
+  uniformly dequantized to ``[0, 1)``.
+* :class:`FactorizedLogisticSR`: the baseline: per-subpixel discretized logistics whose means and
+  scales a head predicts from the RRDB features; its mode is its prediction.
+
+Both ``forward(y_levels, x_lr)`` return ``log P(y | x)`` in nats per image for integer levels
+(the CNF's is a variational lower bound through the dequantization), so bits/dim compare directly.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .dequantization import UniformDequantizer
+from .flows import ConditionalFlow
+from .likelihoods import discretized_logistic_log_prob, discretized_logistic_mode
+
+__all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet", "SRFlow", "FactorizedLogisticSR"]
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five 3x3 convs, each seeing all previous outputs; ``x + 0.2 * out``."""
+
+    def __init__(self, nf: int = 64, gc: int = 32) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(nf + i * gc, gc, 3, padding=1) for i in range(4))
+        self.last = nn.Conv2d(nf + 4 * gc, nf, 3, padding=1)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feats = [x]
+        for conv in self.convs:
+            feats.append(self.act(conv(torch.cat(feats, 1))))
+        return x + 0.2 * self.last(torch.cat(feats, 1))
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: three dense blocks and an outer residual (scale 0.2)."""
+
+    def __init__(self, nf: int = 64, gc: int = 32) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*(ResidualDenseBlock(nf, gc) for _ in range(3)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + 0.2 * self.blocks(x)
+
+
+class RRDBNet(nn.Module):
+    """``x_lr [B, 3, h, w] -> h [B, context, h, w]`` (features at the low resolution)."""
+
+    def __init__(self, in_channels: int = 3, nf: int = 64, blocks: int = 16, gc: int = 32, context: int = 128) -> None:
+        super().__init__()
+        if min(nf, blocks, gc, context) < 1:
+            raise ValueError(f"nf, blocks, gc and context must be positive, got {nf}, {blocks}, {gc}, {context}")
+        self.context = context
+        self.first = nn.Conv2d(in_channels, nf, 3, padding=1)
+        self.trunk = nn.Sequential(*(RRDB(nf, gc) for _ in range(blocks)))
+        self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)
+        self.out = nn.Conv2d(nf, context, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.first(x)
+        f = f + self.trunk_conv(self.trunk(f))
+        return self.out(F.leaky_relu(f, 0.2))
+
+
+def _lr_input(x_lr: Tensor) -> Tensor:
+    """8-bit low-resolution levels (or floats in [0, 255]) to ``[-0.5, 0.5]``."""
+    return x_lr.float() / 255.0 - 0.5 if not x_lr.is_floating_point() else x_lr / 255.0 - 0.5
+
+
+class SRFlow(nn.Module):
+    """Conditional flow on 2x super-resolution; ``forward(y, x_lr)`` is the per-image ELBO (nats)."""
+
+    def __init__(self, levels: int = 2, steps: int = 8, hidden: int = 512, rrdb_blocks: int = 16, growth: int = 32,
+                 nf: int = 64, context: int = 128) -> None:
+        super().__init__()
+        self.conditioner = RRDBNet(3, nf, rrdb_blocks, growth, context)
+        self.flow = ConditionalFlow(3, levels, steps, hidden, cond_channels=context, conditioner=self.conditioner)
+        self.dequantizer = UniformDequantizer(n_bins=256)
+
+    def forward(self, y: Tensor, x_lr: Tensor) -> Tensor:
+        """``log p(v | x) - log q(v | y)`` with ``v = (y + u) / 256`` (a bound on ``log P(y | x)``)."""
+        v, log_q = self.dequantizer(y.double() if y.dtype == torch.float64 else y.float())
+        return self.flow.log_prob(v - 0.5, _lr_input(x_lr)) - log_q
+
+    @torch.no_grad()
+    def sample(self, x_lr: Tensor, temperature: float = 0.8, generator: torch.Generator | None = None) -> Tensor:
+        """An 8-bit HR sample (levels 0..255) at the given temperature (the paper uses 0.8)."""
+        v = self.flow.sample(_lr_input(x_lr), temperature=temperature, generator=generator) + 0.5
+        return torch.floor(v * 256).clamp(0, 255)
+
+
+class FactorizedLogisticSR(nn.Module):
+    """Per-subpixel discretized logistic ``P(y | x)`` on RRDB features (conditionally independent)."""
+
+    def __init__(self, rrdb_blocks: int = 16, growth: int = 55, nf: int = 64, context: int = 128, hidden: int = 128) -> None:
+        super().__init__()
+        self.conditioner = RRDBNet(3, nf, rrdb_blocks, growth, context)
+        # 2x upsampling by depth-to-space: 4 HR positions x 3 channels x (mean, log-scale)
+        self.head = nn.Sequential(nn.Conv2d(context, hidden, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 4 * 6, 3, padding=1))
+
+    def params(self, x_lr: Tensor) -> tuple[Tensor, Tensor]:
+        p = F.pixel_shuffle(self.head(self.conditioner(_lr_input(x_lr))), 2)
+        mean, log_scale = p.chunk(2, dim=1)
+        return torch.tanh(mean) * 1.05, log_scale.clamp(min=-7.0)
+
+    def forward(self, y: Tensor, x_lr: Tensor) -> Tensor:
+        mean, log_scale = self.params(x_lr)
+        lp = discretized_logistic_log_prob(y.to(mean.dtype), mean, log_scale)
+        return lp.reshape(lp.shape[0], -1).sum(1)
+
+    @torch.no_grad()
+    def mode(self, x_lr: Tensor) -> Tensor:
+        """The baseline's prediction: the most probable level of every subpixel."""
+        return discretized_logistic_mode(self.params(x_lr)[0])
+
+
