@@ -36,3 +36,8 @@ __all__ += ["load_mnist", "read_idx"]
 from .drive import DriveSplit, load_drive, random_affine  # noqa: E402
 
 __all__ += ["DriveSplit", "load_drive", "random_affine"]
+
+from .imresize import imresize  # noqa: E402
+from .sr import hr_lr_pair, load_sr_images, patch_pairs  # noqa: E402
+
+__all__ += ["imresize", "hr_lr_pair", "load_sr_images", "patch_pairs"]

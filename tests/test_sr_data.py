@@ -1,0 +1,37 @@
+"""Super-resolution data helpers (real test sets only when the mirror is present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnfkit.data import hr_lr_pair, load_sr_images, patch_pairs
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def test_pairs_and_patches_on_synthetic_images():
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 41, 50), generator=g, dtype=torch.uint8), torch.randint(0, 256, (3, 20, 20), generator=g, dtype=torch.uint8)]
+    hr, lr = hr_lr_pair(images[0])
+    assert hr.shape == (3, 40, 50) and lr.shape == (3, 20, 25) and lr.dtype == torch.uint8
+    hr, lr = patch_pairs(images, 32, 5, g)  # only the first image is large enough
+    assert hr.shape == (5, 3, 32, 32) and lr.shape == (5, 3, 16, 16)
+    with pytest.raises(ValueError, match="at least"):
+        patch_pairs(images[1:], 32, 1, g)
+    with pytest.raises(ValueError, match="divisible"):
+        patch_pairs(images, 33, 1, g)
+    with pytest.raises(ValueError, match="uint8"):
+        hr_lr_pair(images[0].float())
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="offline mirror ../shared/data not present")
+def test_real_test_sets():
+    images, names = load_sr_images("Set5", mirror=SHARED)
+    assert len(images) == 5 and names[0] == "HR/baby.png" and images[0].shape == (3, 512, 512)
+    images, _ = load_sr_images("Set14", mirror=SHARED)
+    assert len(images) == 14 and all(im.shape[0] == 3 for im in images)  # the grayscale one is RGB too
+    with pytest.raises(ValueError, match="unknown SR dataset"):
+        load_sr_images("DIV2K")
