@@ -10,6 +10,7 @@ import pytest
 REQUIRES = {
     "01_mnist.ipynb": ("MNIST", "FashionMNIST"),
     "03_drive.ipynb": ("DRIVE",),
+    "04_super_resolution.ipynb": ("BSDS500_train_test", "Set5", "Set14", "BSD100"),
 }
 
 

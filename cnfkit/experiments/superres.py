@@ -1,0 +1,222 @@
+"""Winkler et al. (2019) sec. 5.1: 2x super-resolution, CNF vs factorized discretized logistic.
+
+* Table 1: test bits/dim on held-out HR/LR pairs.  The paper trains and tests on ImageNet32/64; here
+  the stand-in is BSDS500 patches of 32x32 (and 64x64 when ``sizes`` includes 64): training patches
+  from BSDS500 train, test patches from BSDS500 test.  Always labelled as the stand-in.
+* Table 2: Set5, Set14, BSD100: bits/dim averaged over random 128x128 HR crops (LR crops taken from
+  the LR of the whole image), and PSNR / SSIM (Y channel, ``scale`` pixels of border cropped) of the
+  full images for CNF samples at temperature ``tau``, the baseline's mode and bicubic upsampling
+  (MATLAB ``imresize``).  Test images are zero-padded right and bottom to the flow's multiple and
+  cropped back before PSNR/SSIM.
+* Figs 2, 3: LR / CNF sample / ground truth / baseline mode, and Set14's baboon at several
+  temperatures.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.imresize import imresize
+from ..data.sr import SR_TEST_SETS, hr_lr_pair, load_sr_images, patch_pairs
+from ..metrics import sr_psnr_ssim
+from ..profiles import Config, select
+from ..superres import FactorizedLogisticSR, SRFlow
+from ..train import EpochSampler, Trainer, TrainConfig
+
+__all__ = ["SRConfig", "CONFIGS", "config", "build_models", "run"]
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class SRConfig(Config):
+    sizes: tuple[int, ...]  # HR training sizes (32: ImageNet32 stand-in, 64: ImageNet64 stand-in)
+    n_train: int  # training patches per size
+    n_test: int  # held-out test patches per size (Table 1)
+    steps: int
+    batch: int
+    levels: int
+    flow_steps: int  # K
+    hidden: int
+    rrdb_blocks: int
+    nf: int
+    growth_cnf: int
+    growth_baseline: int
+    context: int
+    crops_per_image: int  # random 128x128 crops per test image for the Table 2 bpd
+    temperatures: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0)
+    tau: float = 0.8  # temperature of the samples scored by PSNR/SSIM (Table 2)
+    lr: float = 1e-4
+    crop: int = 128
+    max_test_images: int = 100  # per test set (BSD100 has 100)
+    seed: int = 0
+    nonnegative = frozenset({"seed", "temperatures", "tau"})
+
+
+CONFIGS = {
+    "smoke": SRConfig(sizes=(32,), n_train=64, n_test=16, steps=10, batch=8, levels=2, flow_steps=1, hidden=16,
+                      rrdb_blocks=1, nf=8, growth_cnf=4, growth_baseline=8, context=8, crops_per_image=1, lr=1e-3, max_test_images=2),
+    # reduced widths and blocks (K=4, 128 hidden, 4 RRDB blocks of 32 channels), 3000 steps of batch 32, CPU
+    "quick": SRConfig(sizes=(32,), n_train=20000, n_test=1000, steps=3000, batch=32, levels=2, flow_steps=4, hidden=128,
+                      rrdb_blocks=4, nf=32, growth_cnf=16, growth_baseline=32, context=64, crops_per_image=4, lr=5e-4),
+    # the paper: L=2, K=8, 512 hidden, 16 RRDB blocks (growth 32 / 55), 128 context, 200k steps of 64, lr 1e-4
+    "full": SRConfig(sizes=(32, 64), n_train=200000, n_test=10000, steps=200000, batch=64, levels=2, flow_steps=8, hidden=512,
+                     rrdb_blocks=16, nf=64, growth_cnf=32, growth_baseline=55, context=128, crops_per_image=200),
+}
+
+
+def config(profile: str | None) -> SRConfig:
+    return select(CONFIGS, profile)
+
+
+def build_models(cfg: SRConfig) -> dict[str, nn.Module]:
+    return {
+        "cnf": SRFlow(cfg.levels, cfg.flow_steps, cfg.hidden, cfg.rrdb_blocks, cfg.growth_cnf, cfg.nf, cfg.context),
+        "baseline": FactorizedLogisticSR(cfg.rrdb_blocks, cfg.growth_baseline, cfg.nf, cfg.context, hidden=cfg.context),
+    }
+
+
+def _bpd(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64) -> float:
+    with torch.no_grad():
+        ll = torch.cat([model(hr[i : i + batch].float(), lr[i : i + batch].float()) for i in range(0, hr.shape[0], batch)])
+    return float((-ll / (hr[0].numel() * LN2)).mean())
+
+
+def _pad(t: Tensor, multiple: int) -> Tensor:
+    h, w = t.shape[-2:]
+    return F.pad(t, (0, (-w) % multiple, 0, (-h) % multiple))
+
+
+def predict_full(model: nn.Module, lr: Tensor, out_hw: tuple[int, int], multiple: int, tau: float | None, generator) -> Tensor:
+    """An HR prediction of a whole image: CNF sample at ``tau`` or baseline mode, cropped to ``out_hw``."""
+    lr_p = _pad(lr.float()[None], multiple // 2)
+    with torch.no_grad():
+        out = model.sample(lr_p, temperature=tau, generator=generator) if tau is not None else model.mode(lr_p)
+    return out[0, :, : out_hw[0], : out_hw[1]]
+
+
+def _random_crops(hr: Tensor, lr: Tensor, crop: int, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    hs, ls = [], []
+    for _ in range(n):
+        y = 2 * int(torch.randint(0, (hr.shape[1] - crop) // 2 + 1, (1,), generator=g))
+        x = 2 * int(torch.randint(0, (hr.shape[2] - crop) // 2 + 1, (1,), generator=g))
+        hs.append(hr[:, y : y + crop, x : x + crop])
+        ls.append(lr[:, y // 2 : (y + crop) // 2, x // 2 : (x + crop) // 2])
+    return torch.stack(hs), torch.stack(ls)
+
+
+def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, images: list[Tensor] | None = None) -> dict[str, Any]:
+    """Table 2 for one test set: bpd over random crops; PSNR/SSIM of full images."""
+    if images is None:
+        images, _ = load_sr_images(name)
+    images = images[: cfg.max_test_images]
+    g = torch.Generator().manual_seed(cfg.seed + 7)
+    multiple = 2**cfg.levels
+    crops_hr, crops_lr, scores = [], [], {"Bicubic": [], "LL Baseline": [], "CNF": []}
+    for hr_full in images:
+        hr, lr = hr_lr_pair(hr_full)
+        if min(hr.shape[1:]) >= cfg.crop:
+            h, l_ = _random_crops(hr, lr, cfg.crop, cfg.crops_per_image, g)
+            crops_hr.append(h)
+            crops_lr.append(l_)
+        preds = {
+            "Bicubic": imresize(lr, output_size=tuple(hr.shape[1:])).float(),
+            "LL Baseline": predict_full(models["baseline"], lr, tuple(hr.shape[1:]), multiple, None, g),
+            "CNF": predict_full(models["cnf"], lr, tuple(hr.shape[1:]), multiple, cfg.tau, g),
+        }
+        for key, pred in preds.items():
+            p, s = sr_psnr_ssim(pred[None].double(), hr[None].double(), scale=2)
+            scores[key].append((p.item(), s.item()))
+    out: dict[str, Any] = {k: {"psnr": float(np.mean([a for a, _ in v])), "ssim": float(np.mean([b for _, b in v]))} for k, v in scores.items()}
+    hr_c, lr_c = torch.cat(crops_hr), torch.cat(crops_lr)
+    out["CNF"]["bpd"] = _bpd(models["cnf"], hr_c, lr_c, batch=8)
+    out["LL Baseline"]["bpd"] = _bpd(models["baseline"], hr_c, lr_c, batch=8)
+    out["_n_images"], out["_n_crops"] = len(images), int(hr_c.shape[0])
+    return out
+
+
+def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train CNF and baseline per HR size; Table 1 on held-out patches; Table 2 with the largest size's models."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    if data is None:
+        train_imgs, _ = load_sr_images("BSDS500_train_test", "train")
+        test_imgs, _ = load_sr_images("BSDS500_train_test", "test")
+        test_sets = {name: None for name in SR_TEST_SETS}
+    else:
+        train_imgs, test_imgs, test_sets = data["train"], data["test"], data["test_sets"]
+    out: dict[str, Any] = {"table1": {}, "table2": {}, "train_time_s": {}, "parameters": {}, "models": {}}
+    for size in cfg.sizes:
+        hr_tr, lr_tr = patch_pairs(train_imgs, size, cfg.n_train, g)
+        hr_te, lr_te = patch_pairs(test_imgs, size, cfg.n_test, g)
+        torch.manual_seed(cfg.seed)
+        models = build_models(cfg)
+        key = f"BSDS500 {size}x{size} (ImageNet{size} stand-in)"
+        out["table1"][key] = {}
+        for name, model in models.items():
+            sampler = EpochSampler((hr_tr, lr_tr), cfg.batch, seed=cfg.seed)
+            loss = lambda m, b: -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)  # noqa: E731  bits/dim
+            t0 = time.perf_counter()
+            Trainer(model, loss, sampler, TrainConfig(steps=cfg.steps, lr=cfg.lr, log_every=max(1, cfg.steps // 50), seed=cfg.seed, grad_clip=100.0),
+                    progress=progress, desc=f"sr{size}/{name}", device="cpu").fit()
+            model.eval()
+            out["train_time_s"][f"{name}_{size}"] = time.perf_counter() - t0
+            out["parameters"][name] = sum(p.numel() for p in model.parameters())
+            out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(model, hr_te, lr_te)
+        out["models"][size] = models
+    best = out["models"][max(cfg.sizes)]
+    for name, imgs in test_sets.items():
+        out["table2"][name] = evaluate_test_set(name, best, cfg, imgs)
+    return out
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def _show(ax, img: Tensor, title: str) -> None:
+    ax.imshow(img.clamp(0, 255).permute(1, 2, 0).numpy().astype(np.uint8), interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_fig2(models: dict[str, nn.Module], hr: Tensor, lr: Tensor, cfg: SRConfig, n: int = 4):
+    """Fig 2: rows of LR (bicubic-upsampled for display) / CNF sample / ground truth / baseline mode."""
+    import matplotlib.pyplot as plt
+
+    g = torch.Generator().manual_seed(cfg.seed + 11)
+    with torch.no_grad():
+        sample = models["cnf"].sample(lr[:n].float(), temperature=cfg.tau, generator=g)
+        mode = models["baseline"].mode(lr[:n].float())
+    fig, axes = plt.subplots(n, 4, figsize=(6, 1.6 * n), squeeze=False)
+    for i in range(n):
+        _show(axes[i][0], imresize(lr[i], output_size=tuple(hr.shape[-2:])).float(), "low resolution" if i == 0 else "")
+        _show(axes[i][1], sample[i], f"CNF sample, tau={cfg.tau}" if i == 0 else "")
+        _show(axes[i][2], hr[i].float(), "ground truth" if i == 0 else "")
+        _show(axes[i][3], mode[i], "baseline mode" if i == 0 else "")
+    fig.tight_layout()
+    return fig
+
+
+def plot_fig3(models: dict[str, nn.Module], hr: Tensor, lr: Tensor, cfg: SRConfig, box: tuple[int, int, int] = (0, 0, 128)):
+    """Fig 3: a crop of one image: CNF samples at several temperatures and the baseline."""
+    import matplotlib.pyplot as plt
+
+    y, x, s = box
+    multiple = 2**cfg.levels
+    g = torch.Generator().manual_seed(cfg.seed + 12)
+    panels = [(f"CNF tau={t}", predict_full(models["cnf"], lr, tuple(hr.shape[1:]), multiple, t, g)) for t in (0.0, 0.5, 1.0)]
+    panels.append(("factorized baseline (mode)", predict_full(models["baseline"], lr, tuple(hr.shape[1:]), multiple, None, g)))
+    panels.append(("ground truth", hr.float()))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.6))
+    for ax, (title, img) in zip(axes, panels):
+        _show(ax, img[:, y : y + s, x : x + s], title)
+    fig.tight_layout()
+    return fig
