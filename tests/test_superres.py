@@ -49,3 +49,18 @@ def test_inputs_are_validated():
         cnf(y + 0.5, x)
     with pytest.raises(ValueError, match="integer levels"):
         base(y + 0.5, x)
+
+
+def test_experiment_driver_on_synthetic_images():
+    from cnfkit.experiments import superres as sr
+
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.randint(0, 256, (3, 136, 140), generator=g, dtype=torch.uint8) for _ in range(3)]
+    cfg = sr.config("smoke")
+    out = sr.run(cfg, progress=False, data={"train": imgs, "test": imgs, "test_sets": {"Set5": imgs[:2]}})
+    t1 = out["table1"]["BSDS500 32x32 (ImageNet32 stand-in)"]
+    assert set(t1) == {"CNF", "Factorized LL"} and all(4 < v < 12 for v in t1.values())
+    t2 = out["table2"]["Set5"]
+    assert {"Bicubic", "LL Baseline", "CNF"} <= set(t2) and t2["_n_crops"] == 2
+    assert "bpd" in t2["CNF"] and "bpd" not in t2["Bicubic"]
+    assert abs(out["parameters"]["cnf"] - out["parameters"]["baseline"]) / out["parameters"]["cnf"] < 0.05  # equal budgets
