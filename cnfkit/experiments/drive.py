@@ -19,6 +19,7 @@ DRIVE's terms forbid redistribution: pictures derived from DRIVE images (Fig 4) 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -88,14 +89,18 @@ def make_batches(train: DriveSplit, cfg: DriveConfig, seed: int):
     m_all, _ = pad_to_multiple(train.masks, cfg.pad_to, square=True)
     sampler = EpochSampler((torch.arange(len(train)),), cfg.batch, seed=seed)
 
+    # Augmenting only a window around the crop is ~6x cheaper than the whole padded image: the window
+    # (2.4 x the crop) holds the crop's pre-image under scalings >= 0.8 and shears up to ~3 sigma.
+    window = min(cfg.pad_to, 2 * math.ceil(1.2 * cfg.crop))
+
     def batches(step: int) -> tuple[Tensor, Tensor]:
         (idx,) = sampler(step)
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x, y, _ = random_affine(x_all[idx], y_all[idx], m_all[idx], g)
-        if cfg.crop < cfg.pad_to:
-            i, j = torch.randint(0, cfg.pad_to - cfg.crop + 1, (2,), generator=g).tolist()
-            x, y = x[..., i : i + cfg.crop, j : j + cfg.crop], y[..., i : i + cfg.crop, j : j + cfg.crop]
-        return x, y
+        i, j = torch.randint(0, cfg.pad_to - window + 1, (2,), generator=g).tolist()
+        win = (idx, slice(None), slice(i, i + window), slice(j, j + window))  # copies only the window
+        x, y, _ = random_affine(x_all[win], y_all[win], m_all[win], g)
+        o = (window - cfg.crop) // 2
+        return x[..., o : o + cfg.crop, o : o + cfg.crop], y[..., o : o + cfg.crop, o : o + cfg.crop]
 
     return batches
 
