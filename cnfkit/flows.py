@@ -229,22 +229,34 @@ class ConditionalFlow(nn.Module):
         size: tuple[int, int] | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        features: list[Tensor] | None = None,
     ) -> Tensor:
         """Draw ``y ~ p(y | x)`` with the priors' standard deviations scaled by ``temperature``.
 
         One sample per row of ``x`` (repeat ``x`` for more).  The output size is ``size`` or, by
         default, twice the spatial size of the first conditioning feature map (features at the
-        resolution of the first level, as for super-resolution and DRIVE).
+        resolution of the first level, as for super-resolution and DRIVE).  ``features``, the
+        output of :meth:`conditioning`, replaces ``x`` when drawing many samples for one input.
         """
-        return self._sample(x, num_samples=num_samples, size=size, temperature=temperature, generator=generator)
+        return self._sample(x, num_samples=num_samples, size=size, temperature=temperature, generator=generator, features=features)
 
-    def _sample(self, x, *, num_samples, size, temperature, generator, with_log_prob: bool = False):
+    @torch.no_grad()
+    def conditioning(self, x: Tensor) -> list[Tensor] | None:
+        """The conditioner's output for ``x`` (one map per level), to reuse across samples."""
+        return self._raw_features(x)
+
+    def _sample(self, x, *, num_samples, size, temperature, generator, with_log_prob: bool = False, features=None):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if x is None and num_samples is None:
+        if x is None and num_samples is None and features is None:
             raise ValueError("pass x (conditional) or num_samples (unconditional)")
-        batch = num_samples if x is None else x.shape[0]
-        raw = self._raw_features(x)  # the conditioner runs once
+        raw = self._raw_features(x) if features is None else features  # the conditioner runs once
+        if x is not None:
+            batch = x.shape[0]
+        elif raw is not None:
+            batch = raw[0].shape[0]
+        else:
+            batch = num_samples
         if size is None:
             if raw is None:
                 raise ValueError("an unconditional sample needs size=(H, W)")

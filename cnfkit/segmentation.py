@@ -89,15 +89,19 @@ class SegmentationCNF(nn.Module):
     elbo = forward
 
     @torch.no_grad()
-    def sample(self, x: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, x: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None, features=None) -> Tensor:
         """A binary segmentation ``y ~ P(y | x)``: sample ``v`` and quantize it."""
-        v = self.flow.sample(x, size=tuple(x.shape[-2:]), temperature=temperature, generator=generator)
+        v = self.flow.sample(None if features is not None else x, size=tuple(x.shape[-2:]), temperature=temperature,
+                             generator=generator, features=features)
         return (v > 0.5).float() if self.kind == "binary" else (v >= 1).float()
 
     @torch.no_grad()
     def mean_map(self, x: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """The average of ``n_samples`` binary samples: the soft map thresholded for PR curves."""
-        return sum(self.sample(x, generator=generator) for _ in range(n_samples)) / n_samples
+        """The average of ``n_samples`` binary samples: the soft map thresholded for PR curves.
+
+        The conditioner runs once; only the flow is run per sample."""
+        feats = self.flow.conditioning(x)
+        return sum(self.sample(x, generator=generator, features=feats) for _ in range(n_samples)) / n_samples
 
 
 def weighted_cross_entropy(logits: Tensor, y: Tensor, beta: float, mask: Tensor | None = None) -> Tensor:

@@ -272,3 +272,11 @@ def test_rsample_log_prob_equals_log_prob_and_carries_gradients():
     c = torch.randn(4, 2, dtype=torch.float64)
     yv, lpv = v.rsample(c)
     torch.testing.assert_close(lpv, v.log_prob(yv, c), rtol=0, atol=1e-9)
+
+
+def test_sampling_from_precomputed_features_matches():
+    flow = _small_flow()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    a = flow.sample(x, generator=torch.Generator().manual_seed(5))
+    b = flow.sample(features=flow.conditioning(x), size=(8, 8), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b)
