@@ -64,8 +64,8 @@ class SRConfig(Config):
 CONFIGS = {
     "smoke": SRConfig(sizes=(32,), n_train=64, n_test=16, steps=10, batch=8, levels=2, flow_steps=1, hidden=16,
                       rrdb_blocks=1, nf=8, growth_cnf=4, growth_baseline=8, context=8, crops_per_image=1, lr=1e-3, max_test_images=2),
-    # reduced widths and blocks (K=4, 128 hidden, 4 RRDB blocks of 32 channels), 3000 steps of batch 32, CPU
-    "quick": SRConfig(sizes=(32,), n_train=20000, n_test=1000, steps=3000, batch=32, levels=2, flow_steps=4, hidden=128,
+    # reduced widths and blocks (K=4, 128 hidden, 4 RRDB blocks of 32 channels), 2000 steps of batch 32, CPU
+    "quick": SRConfig(sizes=(32,), n_train=20000, n_test=1000, steps=2000, batch=32, levels=2, flow_steps=4, hidden=128,
                       rrdb_blocks=4, nf=32, growth_cnf=16, growth_baseline=32, context=64, crops_per_image=4, lr=5e-4),
     # the paper: L=2, K=8, 512 hidden, 16 RRDB blocks (growth 32 / 55), 128 context, 200k steps of 64, lr 1e-4
     "full": SRConfig(sizes=(32, 64), n_train=200000, n_test=10000, steps=200000, batch=64, levels=2, flow_steps=8, hidden=512,
