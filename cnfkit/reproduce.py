@@ -45,7 +45,7 @@ def sanitize_notebook(path: Path, root: Path = ROOT) -> None:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     text = nbformat.writes(nb)
-    text = text.replace(str(root), "<repo>").replace(str(Path.home()), "~")
+    text = text.replace(str(root), "<repo>").replace(str(root.parent), "<repo>/..").replace(str(Path.home()), "~")
     path.write_text(text)
 
 
