@@ -64,3 +64,25 @@ def test_experiment_driver_on_synthetic_images():
     assert {"Bicubic", "LL Baseline", "CNF"} <= set(t2) and t2["_n_crops"] == 2
     assert "bpd" in t2["CNF"] and "bpd" not in t2["Bicubic"]
     assert abs(out["parameters"]["cnf"] - out["parameters"]["baseline"]) / out["parameters"]["cnf"] < 0.05  # equal budgets
+
+
+def test_non_finite_predictions_are_counted_not_averaged():
+    from cnfkit.experiments import superres as sr
+
+    class Broken(torch.nn.Module):
+        def forward(self, y, x):
+            return torch.zeros(y.shape[0])
+
+        def sample(self, x, temperature=None, generator=None):
+            return torch.full((x.shape[0], 3, 2 * x.shape[2], 2 * x.shape[3]), float("nan"))
+
+        def mode(self, x):
+            return torch.full((x.shape[0], 3, 2 * x.shape[2], 2 * x.shape[3]), 128.0)
+
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.randint(0, 256, (3, 132, 132), generator=g, dtype=torch.uint8)]
+    cfg = sr.config("smoke")
+    out = sr.evaluate_test_set("Set5", {"cnf": Broken(), "baseline": Broken()}, cfg, imgs)
+    assert out["CNF"]["non_finite_predictions"] == 1 and out["CNF"]["psnr"] is None
+    assert out["LL Baseline"]["non_finite_predictions"] == 0 and out["LL Baseline"]["psnr"] is not None
+    assert "bpd_median" in out["CNF"]

@@ -84,10 +84,15 @@ def build_models(cfg: SRConfig) -> dict[str, nn.Module]:
     }
 
 
-def _bpd(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64) -> float:
+def _bits(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64) -> Tensor:
+    """Bits/dim of every pair (for the CNF, the variational bound with one dequantization sample)."""
     with torch.no_grad():
         ll = torch.cat([model(hr[i : i + batch].float(), lr[i : i + batch].float()) for i in range(0, hr.shape[0], batch)])
-    return float((-ll / (hr[0].numel() * LN2)).mean())
+    return -ll / (hr[0].numel() * LN2)
+
+
+def _bpd(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64) -> float:
+    return float(_bits(model, hr, lr, batch).mean())
 
 
 def _pad(t: Tensor, multiple: int) -> Tensor:
@@ -121,6 +126,7 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
     g = torch.Generator().manual_seed(cfg.seed + 7)
     multiple = 2**cfg.levels
     crops_hr, crops_lr, scores = [], [], {"Bicubic": [], "LL Baseline": [], "CNF": []}
+    non_finite = {k: 0 for k in scores}
     for hr_full in images:
         hr, lr = hr_lr_pair(hr_full)
         if min(hr.shape[1:]) >= cfg.crop:
@@ -133,12 +139,21 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
             "CNF": predict_full(models["cnf"], lr, tuple(hr.shape[1:]), multiple, cfg.tau, g),
         }
         for key, pred in preds.items():
+            if not torch.isfinite(pred).all():  # counted and reported, never averaged in as NaN
+                non_finite[key] += 1
+                continue
             p, s = sr_psnr_ssim(pred[None].double(), hr[None].double(), scale=2)
             scores[key].append((p.item(), s.item()))
-    out: dict[str, Any] = {k: {"psnr": float(np.mean([a for a, _ in v])), "ssim": float(np.mean([b for _, b in v]))} for k, v in scores.items()}
+    out: dict[str, Any] = {
+        k: {"psnr": float(np.mean([a for a, _ in v])) if v else None, "ssim": float(np.mean([b for _, b in v])) if v else None,
+            "non_finite_predictions": non_finite[k]}
+        for k, v in scores.items()
+    }
     hr_c, lr_c = torch.cat(crops_hr), torch.cat(crops_lr)
-    out["CNF"]["bpd"] = _bpd(models["cnf"], hr_c, lr_c, batch=8)
-    out["LL Baseline"]["bpd"] = _bpd(models["baseline"], hr_c, lr_c, batch=8)
+    for key, model in (("CNF", models["cnf"]), ("LL Baseline", models["baseline"])):
+        bits = _bits(model, hr_c, lr_c, batch=8)
+        out[key]["bpd"] = float(bits.mean())  # the paper's statistic
+        out[key]["bpd_median"] = float(bits.median())  # robust to a few out-of-distribution crops
     out["_n_images"], out["_n_crops"] = len(images), int(hr_c.shape[0])
     return out
 
