@@ -92,7 +92,7 @@ class SRFlow(nn.Module):
 
     def forward(self, y: Tensor, x_lr: Tensor) -> Tensor:
         """``log p(v | x) - log q(v | y)`` with ``v = (y + u) / 256`` (a bound on ``log P(y | x)``)."""
-        v, log_q = self.dequantizer(y.double() if y.dtype == torch.float64 else y.float())
+        v, log_q = self.dequantizer(y if y.is_floating_point() else y.float())
         return self.flow.log_prob(v - 0.5, _lr_input(x_lr)) - log_q
 
     @torch.no_grad()
@@ -114,6 +114,7 @@ class FactorizedLogisticSR(nn.Module):
     def params(self, x_lr: Tensor) -> tuple[Tensor, Tensor]:
         p = F.pixel_shuffle(self.head(self.conditioner(_lr_input(x_lr))), 2)
         mean, log_scale = p.chunk(2, dim=1)
+        # means may sit slightly beyond the outermost bin centres (+-1); scales are floored for stability
         return torch.tanh(mean) * 1.05, log_scale.clamp(min=-7.0)
 
     def forward(self, y: Tensor, x_lr: Tensor) -> Tensor:

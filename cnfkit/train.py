@@ -333,18 +333,19 @@ class Trainer:
                 self._between_steps = False
                 batch = _to_device(self.batches(self.step), self.device)
                 loss = self.loss_fn(self._runner, batch)
-                if not torch.isfinite(loss):
-                    raise NonFiniteError(f"non-finite loss ({loss.item()}) at step {self.step + 1}")
+                loss_value = loss.item()  # one device sync per value, checked on the host
+                if not math.isfinite(loss_value):
+                    raise NonFiniteError(f"non-finite loss ({loss_value}) at step {self.step + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(params, max_norm)
-                if not torch.isfinite(grad_norm):
-                    raise NonFiniteError(f"non-finite gradient norm ({grad_norm.item()}) at step {self.step + 1}")
+                grad_norm = nn.utils.clip_grad_norm_(params, max_norm).item()
+                if not math.isfinite(grad_norm):
+                    raise NonFiniteError(f"non-finite gradient norm ({grad_norm}) at step {self.step + 1}")
                 self.optimizer.step()
                 self.step += 1
                 self._between_steps = True
                 self.wall_time = time.perf_counter() - t0
-                metrics = {"step": self.step, "loss": loss.item(), "grad_norm": grad_norm.item()}
+                metrics = {"step": self.step, "loss": loss_value, "grad_norm": grad_norm}
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     metrics.update(self._evaluate())
                 if self.step % cfg.log_every == 0 or len(metrics) > 3:
