@@ -25,7 +25,7 @@ The change-of-variables formula for a flow ``f = f_K o ... o f_1`` then reads::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

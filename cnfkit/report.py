@@ -138,13 +138,13 @@ def _ours(folder: Path, name: str) -> dict[str, Any] | None:
     return _load(folder, name)
 
 
-def paper_tables(profile: str, root: Path = ROOT) -> dict[str, "pd.DataFrame"]:  # noqa: F821
+def paper_tables(profile: str, root: Path = ROOT) -> dict[str, Any]:
     """Winkler et al. Tables 1-3 and Xiao et al. Table 1 as DataFrames; missing results are NaN."""
     import pandas as pd
 
     folder = root / "results" / profile
     ours = f"ours ({profile})"
-    out: dict[str, pd.DataFrame] = {}
+    out: dict[str, Any] = {}
 
     p1, sr = paper_numbers("winkler_table1_bpd"), _ours(folder, "super_resolution")
     rows = []

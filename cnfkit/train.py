@@ -41,6 +41,7 @@ from .profiles import Config
 __all__ = [
     "TrainConfig",
     "Trainer",
+    "train_steps",
     "EpochSampler",
     "NonFiniteError",
     "init_distributed",
@@ -372,3 +373,28 @@ class Trainer:
             self.history.append(final)
         self.save_checkpoint()
         return self.history
+
+
+def train_steps(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Callable[[int], Any],
+    *,
+    steps: int,
+    lr: float,
+    seed: int = 0,
+    grad_clip: float | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[list[dict[str, float]], float]:
+    """The experiment drivers' one way to train: build the config and :class:`Trainer`, fit.
+
+    Returns ``(history, wall_time_s)``; about 50 history points per run.
+    """
+    cfg = TrainConfig(steps=steps, lr=lr, log_every=max(1, steps // 50), seed=seed, grad_clip=grad_clip, checkpoint_every=checkpoint_every)
+    t0 = time.perf_counter()
+    history = Trainer(model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc).fit()
+    return history, time.perf_counter() - t0

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from torch import Tensor
 
 from ..profiles import Config, select
 from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
-from ..train import EpochSampler, Trainer, TrainConfig
+from ..train import EpochSampler, train_steps
 
 __all__ = ["support_demo", "binary_shapes", "BinaryDeqConfig", "CONFIGS", "config", "run_images"]
 
@@ -132,17 +131,15 @@ def run_images(cfg: BinaryDeqConfig, progress: bool = True) -> dict[str, Any]:
     for name, model in models.items():
         torch.manual_seed(cfg.seed)
         loss = (lambda m, b: m.loss(b[1], b[0]).mean() / d) if name == "factored" else (lambda m, b: -m(b[1], b[0]).mean() / d)
-        t0 = time.perf_counter()
-        history = Trainer(model, loss, EpochSampler((x_tr, y_tr), cfg.batch, seed=cfg.seed),
-                          TrainConfig(steps=cfg.steps, lr=cfg.lr, log_every=max(1, cfg.steps // 50), seed=cfg.seed),
-                          progress=progress, desc=f"binary-deq/{name}", device="cpu").fit()
+        history, wall = train_steps(model, loss, EpochSampler((x_tr, y_tr), cfg.batch, seed=cfg.seed), steps=cfg.steps, lr=cfg.lr,
+                                    seed=cfg.seed, progress=progress, desc=f"binary-deq/{name}")
         model.eval()
         with torch.no_grad():
             if name == "factored":
                 ll = weighted_bernoulli_log_likelihood(model.logits(x_te), y_te, cfg.beta)
             else:
                 ll = torch.cat([model(y_te[i : i + 256], x_te[i : i + 256]) for i in range(0, cfg.n_test, 256)])
-        out["metrics"][name] = {"test_bpd": (-ll.mean() / (d * math.log(2))).item(), "train_time_s": time.perf_counter() - t0}
+        out["metrics"][name] = {"test_bpd": (-ll.mean() / (d * math.log(2))).item(), "train_time_s": wall}
         out["histories"][name] = [(h["step"], h["loss"] / math.log(2)) for h in history if "loss" in h]
     out["data"] = (x_te[:8], y_te[:8])
     return out

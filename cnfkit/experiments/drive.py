@@ -20,7 +20,6 @@ DRIVE's terms forbid redistribution: pictures derived from DRIVE images (Fig 4) 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ from ..data.transforms import crop_to, pad_to_multiple
 from ..metrics import f_score, max_f_score, pr_curve, precision_recall
 from ..profiles import Config, select
 from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
-from ..train import EpochSampler, Trainer, TrainConfig
+from ..train import EpochSampler, train_steps
 
 __all__ = ["DriveConfig", "CONFIGS", "config", "build_model", "make_batches", "train_model", "evaluate", "MODELS"]
 
@@ -114,10 +113,10 @@ def _loss(name: str):
 def train_model(name: str, train: DriveSplit, cfg: DriveConfig, seed: int, progress: bool = True, checkpoint_dir=None) -> tuple[nn.Module, float]:
     torch.manual_seed(seed)
     model = build_model(name, cfg)
-    t0 = time.perf_counter()
-    tc = TrainConfig(steps=cfg.steps, lr=cfg.lr, log_every=max(1, cfg.steps // 50), seed=seed, checkpoint_every=max(1, cfg.steps // 10) if checkpoint_dir else 0)
-    Trainer(model, _loss(name), make_batches(train, cfg, seed), tc, progress=progress, desc=f"drive/{name}/seed{seed}", device="cpu", checkpoint_dir=checkpoint_dir).fit()
-    return model.eval(), time.perf_counter() - t0
+    _, wall = train_steps(model, _loss(name), make_batches(train, cfg, seed), steps=cfg.steps, lr=cfg.lr, seed=seed,
+                          checkpoint_dir=checkpoint_dir, checkpoint_every=max(1, cfg.steps // 10) if checkpoint_dir else 0,
+                          progress=progress, desc=f"drive/{name}/seed{seed}")
+    return model.eval(), wall
 
 
 def _test_tensors(test: DriveSplit, cfg: DriveConfig):

@@ -16,7 +16,6 @@ pre-trained VGG, unavailable offline); latents are standardised per dimension be
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ from ..data.mnist import load_mnist
 from ..flows import VectorFlow
 from ..profiles import Config, select
 from ..toy import pad, xiao_flow
-from ..train import EpochSampler, Trainer, TrainConfig
+from ..train import EpochSampler, train_steps
 
 __all__ = ["ConvAutoencoder", "MNISTConfig", "CONFIGS", "config", "run_dataset", "sample_grid", "style_grid", "plot_grid"]
 
@@ -115,9 +114,8 @@ def _images(x: Tensor) -> Tensor:
 def _train(model, loss_fn, tensors, batch, epochs, lr, cfg, desc, progress):
     sampler = EpochSampler(tensors, batch, seed=cfg.seed)
     steps = max(1, epochs * sampler.per_epoch)
-    t0 = time.perf_counter()
-    Trainer(model, loss_fn, sampler, TrainConfig(steps=steps, lr=lr, log_every=max(1, steps // 50), seed=cfg.seed), progress=progress, desc=desc, device="cpu").fit()
-    return time.perf_counter() - t0, steps
+    _, wall = train_steps(model, loss_fn, sampler, steps=steps, lr=lr, seed=cfg.seed, desc=desc, progress=progress)
+    return wall, steps
 
 
 @torch.no_grad()

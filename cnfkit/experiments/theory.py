@@ -12,7 +12,6 @@ posterior quality against the known true posterior of every label.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ from ..toy import (
     rotating_modes_log_prob,
     xiao_flow,
 )
-from ..train import EpochSampler, Trainer, TrainConfig
+from ..train import EpochSampler, train_steps
 
 __all__ = ["TheoryConfig", "CONFIGS", "config", "run_rotating", "run_gmm", "INN_SETTINGS"]
 
@@ -90,10 +89,8 @@ def config(profile: str | None) -> TheoryConfig:
 
 
 def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc: str, progress: bool) -> tuple[float, list]:
-    t0 = time.perf_counter()
-    trainer = Trainer(model, loss_fn, batches, TrainConfig(steps=steps, lr=cfg.lr, log_every=max(1, steps // 50), seed=cfg.seed), progress=progress, desc=desc, device="cpu")
-    history = trainer.fit()
-    return time.perf_counter() - t0, history
+    history, wall = train_steps(model, loss_fn, batches, steps=steps, lr=cfg.lr, seed=cfg.seed, desc=desc, progress=progress)
+    return wall, history
 
 
 # --- part 1 ------------------------------------------------------------------------------------
