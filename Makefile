@@ -10,6 +10,7 @@ ENV_DIR := $(if $(filter conda,$(ENV)),.conda,.venv)
 PY := $(ENV_DIR)/bin/python
 STAMP := $(ENV_DIR)/.cnfkit-installed
 PROFILE ?=
+DEVICE ?= auto
 # Offline mirror of the datasets: ../shared/data when it exists (CI), unless already set.
 SHARED_DATA := $(abspath ../shared/data)
 export CNFKIT_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
@@ -19,7 +20,7 @@ export PYTHONHASHSEED := 0
 
 help:
 	@echo "make test                 pytest + nbval on the committed notebooks (creates the environment)"
-	@echo "make reproduce [PROFILE=smoke|quick|full]   run every notebook, write results/<profile>/"
+	@echo "make reproduce [PROFILE=smoke|quick|full] [DEVICE=auto|cpu|cuda:N]   run every notebook, write results/<profile>/"
 	@echo "make smoke                reproduce with PROFILE=smoke"
 	@echo "make lab                  JupyterLab on notebooks/"
 	@echo "make bench                throughput benchmark (benchmarks/throughput.py)"
@@ -51,7 +52,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -x
 
 reproduce: $(STAMP)
-	$(PY) -m cnfkit.reproduce $(if $(PROFILE),--profile $(PROFILE),)
+	$(PY) -m cnfkit.reproduce $(if $(PROFILE),--profile $(PROFILE),) --device $(DEVICE)
 
 smoke:
 	$(MAKE) reproduce PROFILE=smoke

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .layers import NetFactory
+from .utils import randn
 
 __all__ = ["DiagonalGaussian", "SplitPrior", "gaussian_log_prob", "standard_normal_log_prob"]
 
@@ -89,7 +90,7 @@ class DiagonalGaussian(nn.Module):
         """Draw ``z = mu + temperature * sigma * eps`` of the given full shape ``[B, C, ...]``."""
         mean, log_std = self.params(context, shape)
         ref = mean if self.net is not None else self.bias
-        eps = torch.randn(shape, device=ref.device, dtype=ref.dtype, generator=generator)
+        eps = randn(shape, device=ref.device, dtype=ref.dtype, generator=generator)
         return mean + temperature * torch.exp(log_std) * eps
 
 

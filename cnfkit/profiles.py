@@ -13,6 +13,8 @@ CPU (CI and nbval), ``quick`` at reduced scale on a 2-core CPU (its results are 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -80,6 +82,12 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short hash of the class name and every field: names checkpoint folders, so a changed
+        configuration never resumes from (or reuses) another configuration's checkpoints."""
+        text = json.dumps([type(self).__name__, self.to_dict()], sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 C = TypeVar("C", bound=Config)

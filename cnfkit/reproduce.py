@@ -1,7 +1,7 @@
 """``python -m cnfkit.reproduce --profile quick``: run every numbered notebook with papermill.
 
 Each ``notebooks/NN_*.ipynb`` runs in order with the parameters ``profile``, ``data_root``,
-``data_mirror`` and ``results_dir`` injected; its executed copy goes to
+``data_mirror``, ``results_dir`` and ``device`` injected; its executed copy goes to
 ``results/<profile>/notebooks/`` and everything it writes to ``results/<profile>/``.  A notebook
 whose source, the ``cnfkit`` sources and the parameters are unchanged since its last successful run
 is skipped, so an interrupted ``make reproduce`` resumes where it stopped.  A failure names the
@@ -54,7 +54,7 @@ def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-def run(profile: str | None = None, only: list[str] | None = None, force: bool = False, root: Path = ROOT) -> int:
+def run(profile: str | None = None, only: list[str] | None = None, force: bool = False, root: Path = ROOT, device: str = "auto") -> int:
     """Run the numbered notebooks of ``root/notebooks`` into ``root/results/<profile>``; 0 on success."""
     import papermill as pm
 
@@ -72,6 +72,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
         data_mirror=str(mirror_root() or ""),
         results_dir=str(out),
         progress=True,
+        device=device,
     )
     digest = _sources_digest()
     todo = [nb for nb in notebooks(root / "notebooks") if not only or any(nb.name.startswith(o) for o in only)]
@@ -107,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="smoke, quick or full (default: full with CUDA, else quick)")
     p.add_argument("--only", nargs="*", help="run only notebooks whose names start with these prefixes")
     p.add_argument("--force", action="store_true", help="re-run notebooks even if their outputs are current")
+    p.add_argument("--device", default="auto", help="where models train and run: auto (CUDA when available), cpu, cuda, cuda:N")
     a = p.parse_args(argv)
-    return run(a.profile, a.only, a.force)
+    from .utils import resolve_device
+
+    resolve_device(a.device)  # an unavailable device fails here, not in the middle of a notebook
+    return run(a.profile, a.only, a.force, device=a.device)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .dequantization import BinaryDequantizer, SqueezeContext, UniformDequantizer
 from .flows import ConditionalFlow
+from .utils import rand
 
 __all__ = ["VGGFeatures", "SegmentationCNF", "FactoredBernoulli", "weighted_bernoulli_log_likelihood", "weighted_cross_entropy"]
 
@@ -165,5 +166,5 @@ class FactoredBernoulli(nn.Module):
     @torch.no_grad()
     def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         p = self.soft_map(x)
-        return (torch.rand(p.shape, generator=generator) < p).float()
+        return (rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).float()
 

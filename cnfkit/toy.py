@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from . import nets
 from .flows import VectorFlow
 from .priors import DiagonalGaussian, gaussian_log_prob, standard_normal_log_prob
+from .utils import randn
 
 __all__ = [
     "EIGHT_MODE_CENTERS",
@@ -104,8 +105,8 @@ class LabelGaussianPrior(nn.Module):
     def sample(self, shape, context: Tensor | None, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         if context is None:
             raise ValueError("LabelGaussianPrior needs a one-hot label context to sample")
-        z = temperature * torch.randn(shape[0], self.z_dim, generator=generator, dtype=context.dtype, device=context.device)
-        v = self.noise * torch.randn(shape[0], self.label_dim, generator=generator, dtype=context.dtype, device=context.device)
+        z = temperature * randn((shape[0], self.z_dim), generator=generator, dtype=context.dtype, device=context.device)
+        v = self.noise * randn((shape[0], self.label_dim), generator=generator, dtype=context.dtype, device=context.device)
         return torch.cat([z, context + temperature * v], dim=1)
 
 
@@ -116,7 +117,7 @@ def pad(x: Tensor, total_dim: int, noise: float, generator: torch.Generator | No
     extra = total_dim - x.shape[1]
     if extra < 0:
         raise ValueError(f"cannot pad {x.shape[1]} dims to {total_dim}")
-    eps = torch.randn(x.shape[0], extra, generator=generator, dtype=x.dtype, device=x.device)
+    eps = randn((x.shape[0], extra), generator=generator, dtype=x.dtype, device=x.device)
     return torch.cat([x, noise * eps], dim=1)
 
 

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .profiles import Config
+from .utils import resolve_device
 
 __all__ = [
     "TrainConfig",
@@ -206,9 +207,9 @@ class Trainer:
         desc: str = "train",
     ) -> None:
         self.rank, self.world = rank_and_world()
-        if device is None:
+        if device is None or device == "auto":
             device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.loss_fn, self.batches, self.config, self.eval_fn = loss_fn, batches, config, eval_fn
         self.checkpoint_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
@@ -386,15 +387,20 @@ def train_steps(
     grad_clip: float | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     progress: bool = True,
     desc: str = "train",
 ) -> tuple[list[dict[str, float]], float]:
     """The experiment drivers' one way to train: build the config and :class:`Trainer`, fit.
 
-    Returns ``(history, wall_time_s)``; about 50 history points per run.
+    ``device`` ``None`` or ``"auto"``: CUDA when available, else CPU; the model stays there afterwards.  With a
+    ``checkpoint_dir`` (and ``checkpoint_every`` 0) a checkpoint is written every ``steps // 20``
+    steps and at the end, so a rerun resumes an interrupted run or reloads a finished one.
+    Returns ``(history, wall_time_s)``: about 50 history points; the training time summed over resumptions.
     """
+    if checkpoint_dir is not None and not checkpoint_every:
+        checkpoint_every = max(1, steps // 20)
     cfg = TrainConfig(steps=steps, lr=lr, log_every=max(1, steps // 50), seed=seed, grad_clip=grad_clip, checkpoint_every=checkpoint_every)
-    t0 = time.perf_counter()
-    history = Trainer(model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc).fit()
-    return history, time.perf_counter() - t0
+    trainer = Trainer(model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc)
+    history = trainer.fit()
+    return history, trainer.wall_time

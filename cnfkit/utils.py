@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["seed_everything", "default_device", "num_parameters", "set_threads"]
+__all__ = ["seed_everything", "default_device", "resolve_device", "module_device", "randn", "rand", "num_parameters", "set_threads"]
 
 
 def seed_everything(seed: int) -> None:
@@ -38,6 +38,40 @@ def set_threads(n: int | None = None) -> int:
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``None`` or ``"auto"``: :func:`default_device`; otherwise ``torch.device(device)``, checked to exist."""
+    if device is None or device == "auto":
+        return default_device()
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+    return dev
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for a module with neither)."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _draw(fn, shape, generator, device, dtype) -> torch.Tensor:
+    # draw where the generator lives, then move: a seeded CPU generator gives the same numbers
+    # whichever device the model runs on
+    where = generator.device if generator is not None else device
+    return fn(shape, generator=generator, device=where, dtype=dtype).to(device)
+
+
+def randn(shape, *, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``device``, drawn on ``generator``'s device."""
+    return _draw(torch.randn, shape, generator, device, dtype)
+
+
+def rand(shape, *, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
+    """Uniform [0, 1) noise of ``shape`` on ``device``, drawn on ``generator``'s device."""
+    return _draw(torch.rand, shape, generator, device, dtype)
 
 
 def num_parameters(module: nn.Module) -> int:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cnfkit.profiles import ProfileError
-from cnfkit.train import EpochSampler, NonFiniteError, Trainer, TrainConfig
+from cnfkit.train import EpochSampler, NonFiniteError, Trainer, TrainConfig, train_steps
 
 from .train_fixtures import config, loss_fn, make_problem, sampler
 
@@ -74,6 +74,19 @@ def test_checkpoint_with_other_config_is_refused(tmp_path):
     _run(tmp_path, config(steps=3))
     with pytest.raises(ValueError, match="different configuration"):
         _run(tmp_path, config(steps=3, lr=0.5))
+
+
+def test_train_steps_checkpoints_and_reuses_a_finished_run(tmp_path):
+    model, x, y = make_problem()
+    _, wall = train_steps(model, loss_fn, sampler(x, y), steps=20, lr=1e-2, seed=5, checkpoint_dir=tmp_path, progress=False, device="cpu")
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ckpt["step"] == 20 and ckpt["config"]["checkpoint_every"] == 1  # steps // 20 by default
+    fresh, _, _ = make_problem(seed=1)  # other initial parameters: the checkpoint must replace them
+    calls = []
+    history, wall2 = train_steps(fresh, lambda m, b: calls.append(1) or loss_fn(m, b), sampler(x, y), steps=20, lr=1e-2, seed=5,
+                                 checkpoint_dir=tmp_path, progress=False, device="cpu")
+    assert not calls and wall2 == wall  # nothing trained again; the recorded wall time is the first run's
+    _assert_same(_params(fresh), _params(model))
 
 
 def test_nan_loss_stops_training_naming_the_step(tmp_path):

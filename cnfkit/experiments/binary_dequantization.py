@@ -116,8 +116,9 @@ def config(profile: str | None) -> BinaryDeqConfig:
     return select(CONFIGS, profile)
 
 
-def run_images(cfg: BinaryDeqConfig, progress: bool = True) -> dict[str, Any]:
-    """Train the three models on :func:`binary_shapes`; test bits/dim (and training curves)."""
+def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+    """Train the three models on :func:`binary_shapes` (on ``device``; ``None``: CUDA when available);
+    test bits/dim on the CPU (and training curves)."""
     g = torch.Generator().manual_seed(cfg.seed)
     x_tr, y_tr = binary_shapes(cfg.n_train, cfg.size, g)
     x_te, y_te = binary_shapes(cfg.n_test, cfg.size, g)
@@ -132,8 +133,8 @@ def run_images(cfg: BinaryDeqConfig, progress: bool = True) -> dict[str, Any]:
         torch.manual_seed(cfg.seed)
         loss = (lambda m, b: m.loss(b[1], b[0]).mean() / d) if name == "factored" else (lambda m, b: -m(b[1], b[0]).mean() / d)
         history, wall = train_steps(model, loss, EpochSampler((x_tr, y_tr), cfg.batch, seed=cfg.seed), steps=cfg.steps, lr=cfg.lr,
-                                    seed=cfg.seed, progress=progress, desc=f"binary-deq/{name}")
-        model.eval()
+                                    seed=cfg.seed, progress=progress, desc=f"binary-deq/{name}", device=device)
+        model.cpu().eval()
         with torch.no_grad():
             if name == "factored":
                 ll = weighted_bernoulli_log_likelihood(model.logits(x_te), y_te, cfg.beta)

@@ -20,6 +20,7 @@ DRIVE's terms forbid redistribution: pictures derived from DRIVE images (Fig 4) 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from ..metrics import f_score, max_f_score, pr_curve, precision_recall
 from ..profiles import Config, select
 from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
 from ..train import EpochSampler, train_steps
+from ..utils import module_device
 
 __all__ = ["DriveConfig", "CONFIGS", "config", "build_model", "make_batches", "train_model", "evaluate", "MODELS"]
 
@@ -110,12 +112,15 @@ def _loss(name: str):
     return lambda m, b: -m(b[1], b[0]).mean() / b[1][0].numel()
 
 
-def train_model(name: str, train: DriveSplit, cfg: DriveConfig, seed: int, progress: bool = True, checkpoint_dir=None) -> tuple[nn.Module, float]:
+def train_model(name: str, train: DriveSplit, cfg: DriveConfig, seed: int, progress: bool = True, checkpoint_dir=None,
+                device: str | None = None) -> tuple[nn.Module, float]:
+    """Train one model on ``device`` (``None``: CUDA when available); it stays there, in eval mode.
+
+    With ``checkpoint_dir`` an interrupted run resumes and a finished one is reloaded."""
     torch.manual_seed(seed)
     model = build_model(name, cfg)
     _, wall = train_steps(model, _loss(name), make_batches(train, cfg, seed), steps=cfg.steps, lr=cfg.lr, seed=seed,
-                          checkpoint_dir=checkpoint_dir, checkpoint_every=max(1, cfg.steps // 10) if checkpoint_dir else 0,
-                          progress=progress, desc=f"drive/{name}/seed{seed}")
+                          checkpoint_dir=checkpoint_dir, progress=progress, desc=f"drive/{name}/seed{seed}", device=device)
     return model.eval(), wall
 
 
@@ -127,17 +132,20 @@ def _test_tensors(test: DriveSplit, cfg: DriveConfig):
 
 @torch.no_grad()
 def evaluate(name: str, model: nn.Module, test: DriveSplit, cfg: DriveConfig, seed: int) -> dict[str, Any]:
-    """bpd, PR curve, max F-score, per-sample precision/recall and the soft maps of one model."""
+    """bpd, PR curve, max F-score, per-sample precision/recall and the soft maps of one model.
+
+    The model runs where its parameters are; soft maps and samples come back to the CPU."""
+    dev = module_device(model)
     x, y, mask, size = _test_tensors(test, cfg)
     y_pad, _ = pad_to_multiple(y, 4)
     g = torch.Generator().manual_seed(seed + 10_000)
     fov = mask.reshape(mask.shape[0], -1).sum(1)
     soft, bits, scatter = [], [], []
     for i in range(x.shape[0]):
-        xi, yi = x[i : i + 1], y_pad[i : i + 1]
+        xi, yi = x[i : i + 1].to(dev), y_pad[i : i + 1].to(dev)
         if name == "factored":
             m_pad, _ = pad_to_multiple(mask[i : i + 1], 4)
-            ll = weighted_bernoulli_log_likelihood(model.logits(xi), yi, cfg.beta, m_pad)
+            ll = weighted_bernoulli_log_likelihood(model.logits(xi), yi, cfg.beta, m_pad.to(dev))
             s = model.soft_map(xi)
             draws = [model.sample(xi, g) for _ in range(cfg.n_scatter)]
         else:
@@ -145,9 +153,9 @@ def evaluate(name: str, model: nn.Module, test: DriveSplit, cfg: DriveConfig, se
             s = model.mean_map(xi, cfg.n_samples, g)
             draws = [model.sample(xi, generator=g) for _ in range(cfg.n_scatter)]
         bits.append((-ll / np.log(2)).item() / fov[i].item())
-        soft.append(crop_to(s, size))
+        soft.append(crop_to(s, size).cpu())
         for d in draws:
-            scatter.append(precision_recall(crop_to(d, size), y[i : i + 1], mask[i : i + 1]))
+            scatter.append(precision_recall(crop_to(d, size).cpu(), y[i : i + 1], mask[i : i + 1]))
     soft_t = torch.cat(soft)
     precision, recall, _ = pr_curve(soft_t, y, mask)
     best_f, best_t = max_f_score(soft_t, y, mask)
@@ -170,13 +178,18 @@ def human_observer(test: DriveSplit, cfg: DriveConfig) -> dict[str, Any]:
     return {"f_score": f_score(p, r), "precision": p, "recall": r, "sample_precision_recall": pr}
 
 
-def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = True, data=None) -> dict[str, Any]:
-    """Train and evaluate every model for every seed; mean and std over seeds."""
+def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = True, data=None, device: str | None = None,
+        checkpoint_dir=None) -> dict[str, Any]:
+    """Train and evaluate every model for every seed; mean and std over seeds.
+
+    ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
+    checkpoints in ``<dir>/drive-<config digest>/<model>/seed<k>/`` (resume an interrupted run, reuse a finished one)."""
     train, test = data if data is not None else (load_drive("training"), load_drive("test"))
     out: dict[str, Any] = {"runs": {m: [] for m in models}, "summary": {}}
     for name in models:
         for seed in cfg.seeds:
-            model, wall = train_model(name, train, cfg, seed, progress)
+            ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"drive-{cfg.digest()}" / name / f"seed{seed}"
+            model, wall = train_model(name, train, cfg, seed, progress, ckpt, device)
             ev = evaluate(name, model, test, cfg, seed)
             ev["train_time_s"] = wall
             out["runs"][name].append(ev)

@@ -111,10 +111,12 @@ def _images(x: Tensor) -> Tensor:
     return (x.float() / 255.0).unsqueeze(1)
 
 
-def _train(model, loss_fn, tensors, batch, epochs, lr, cfg, desc, progress):
+def _train(model, loss_fn, tensors, batch, epochs, lr, cfg, desc, progress, device):
+    """Train on ``device``; the model comes back on the CPU, where the (small) evaluation runs."""
     sampler = EpochSampler(tensors, batch, seed=cfg.seed)
     steps = max(1, epochs * sampler.per_epoch)
-    _, wall = train_steps(model, loss_fn, sampler, steps=steps, lr=lr, seed=cfg.seed, desc=desc, progress=progress)
+    _, wall = train_steps(model, loss_fn, sampler, steps=steps, lr=lr, seed=cfg.seed, desc=desc, progress=progress, device=device)
+    model.cpu()
     return wall, steps
 
 
@@ -143,11 +145,13 @@ def run_dataset(
     cfg: MNISTConfig,
     progress: bool = True,
     data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train the auto-encoder, Xiao et al.'s flow and the CNF on one dataset; measure accuracy.
 
     ``data`` (train images, train labels, test images, test labels; uint8 images) replaces loading
-    ``name`` (tests use small synthetic data).
+    ``name`` (tests use small synthetic data).  Training runs on ``device`` (``None``: CUDA when
+    available), evaluation on the CPU.
     """
     if data is None:
         x_tr, y_tr = load_mnist(name, "train")
@@ -164,7 +168,7 @@ def run_dataset(
     ae = ConvAutoencoder(cfg.latent_dim)
     times["autoencoder"], _ = _train(
         ae, lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[0], reduction="sum") / b[0].shape[0],
-        (x_tr,), cfg.ae_batch, cfg.ae_epochs, cfg.ae_lr, cfg, f"{name}/autoencoder", progress,
+        (x_tr,), cfg.ae_batch, cfg.ae_epochs, cfg.ae_lr, cfg, f"{name}/autoencoder", progress, device,
     )
     u_tr, u_te = _encode_all(ae, x_tr), _encode_all(ae, x_te)
     mean, std = u_tr.mean(0), u_tr.std(0) + 1e-6
@@ -178,12 +182,12 @@ def run_dataset(
     dim = cfg.latent_dim + cfg.label_dim
     times["xiao_flow"], _ = _train(
         flow, lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(),
-        (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/xiao flow", progress,
+        (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/xiao flow", progress, device,
     )
     torch.manual_seed(cfg.seed)
     cnf = VectorFlow(cfg.latent_dim, cond_dim=cfg.label_dim, blocks=cfg.flow_blocks, hidden=cfg.flow_hidden, layers=cfg.flow_layers)
     times["cnf"], _ = _train(
-        cnf, lambda m, b: -m(b[0], b[1]).mean(), (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/cnf", progress
+        cnf, lambda m, b: -m(b[0], b[1]).mean(), (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/cnf", progress, device
     )
     flow.eval()
     cnf.eval()

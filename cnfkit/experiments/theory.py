@@ -88,15 +88,18 @@ def config(profile: str | None) -> TheoryConfig:
     return select(CONFIGS, profile)
 
 
-def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc: str, progress: bool) -> tuple[float, list]:
-    history, wall = train_steps(model, loss_fn, batches, steps=steps, lr=cfg.lr, seed=cfg.seed, desc=desc, progress=progress)
+def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc: str, progress: bool, device) -> tuple[float, list]:
+    """Train on ``device``; the model comes back on the CPU, where the (small) evaluation runs."""
+    history, wall = train_steps(model, loss_fn, batches, steps=steps, lr=cfg.lr, seed=cfg.seed, desc=desc, progress=progress,
+                                device=device)
+    model.cpu()
     return wall, history
 
 
 # --- part 1 ------------------------------------------------------------------------------------
 
 
-def run_rotating(cfg: TheoryConfig, progress: bool = True) -> dict[str, Any]:
+def run_rotating(cfg: TheoryConfig, progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """Train a CNF and a factorized Gaussian on :func:`~cnfkit.toy.rotating_modes`."""
     g = torch.Generator().manual_seed(cfg.seed)
     x_tr, y_tr = rotating_modes(cfg.rot_train, g)
@@ -109,7 +112,7 @@ def run_rotating(cfg: TheoryConfig, progress: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"models": models, "metrics": {}}
     batches = EpochSampler((x_tr, y_tr), cfg.rot_batch, seed=cfg.seed)
     for name, model in models.items():
-        wall, _ = _fit(model, lambda m, b: -m(b[1], b[0]).mean(), batches, cfg.rot_steps, cfg, f"rotating/{name}", progress)
+        wall, _ = _fit(model, lambda m, b: -m(b[1], b[0]).mean(), batches, cfg.rot_steps, cfg, f"rotating/{name}", progress, device)
         model.eval()
         with torch.no_grad():
             nll = -model.log_prob(y_te, x_te).mean().item()
@@ -202,7 +205,7 @@ def gmm_loss(name: str, cfg: TheoryConfig):
     return lambda m, b: inn_loss(m, b[0], b[1], float(b[2]), weights, cfg.z_dim, cfg.pad_noise, cfg.label_noise)[0]
 
 
-def run_gmm(cfg: TheoryConfig, methods: tuple[str, ...] = GMM_METHODS, progress: bool = True) -> dict[str, Any]:
+def run_gmm(cfg: TheoryConfig, methods: tuple[str, ...] = GMM_METHODS, progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """Train every method on the 8-mode problem and measure it."""
     g = torch.Generator().manual_seed(cfg.seed)
     x_tr, l_tr = eight_modes(cfg.gmm_train, g)
@@ -217,7 +220,7 @@ def run_gmm(cfg: TheoryConfig, methods: tuple[str, ...] = GMM_METHODS, progress:
     for name in methods:
         torch.manual_seed(cfg.seed)
         model = build_gmm_model(name, cfg)
-        wall, history = _fit(model, gmm_loss(name, cfg), batches, cfg.gmm_steps, cfg, f"gmm/{name}", progress)
+        wall, history = _fit(model, gmm_loss(name, cfg), batches, cfg.gmm_steps, cfg, f"gmm/{name}", progress, device)
         model.eval()
         eval_g = torch.Generator().manual_seed(cfg.seed + 1)
         acc = (predict_labels(name, model, x_te, cfg, eval_g) == l_te).float().mean().item()
