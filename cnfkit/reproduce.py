@@ -1,7 +1,7 @@
 """``python -m cnfkit.reproduce --profile quick``: run every numbered notebook with papermill.
 
 Each ``notebooks/NN_*.ipynb`` runs in order with the parameters ``profile``, ``data_root``,
-``data_mirror``, ``results_dir`` and ``device`` injected; its executed copy goes to
+``data_mirror``, ``results_dir``, ``device`` and ``checkpoint_dir`` injected; its executed copy goes to
 ``results/<profile>/notebooks/`` and everything it writes to ``results/<profile>/``.  A notebook
 whose source, the ``cnfkit`` sources and the parameters are unchanged since its last successful run
 is skipped, so an interrupted ``make reproduce`` resumes where it stopped.  A failure names the
@@ -73,6 +73,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
         results_dir=str(out),
         progress=True,
         device=device,
+        checkpoint_dir=str(out / "checkpoints"),  # used by the notebooks that train for long (DRIVE, SR)
     )
     digest = _sources_digest()
     todo = [nb for nb in notebooks(root / "notebooks") if not only or any(nb.name.startswith(o) for o in only)]
@@ -80,7 +81,9 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
         print("no numbered notebooks found in notebooks/")
         return 0
     for nb in todo:
-        key = hashlib.sha256(nb.read_bytes() + digest.encode() + json.dumps(params, sort_keys=True).encode()).hexdigest()
+        declared = pm.inspect_notebook(str(nb))  # inject only what the notebook's parameters cell declares
+        nb_params = {k: v for k, v in params.items() if k in declared}
+        key = hashlib.sha256(nb.read_bytes() + digest.encode() + json.dumps(nb_params, sort_keys=True).encode()).hexdigest()
         stamp = stamps / (nb.stem + ".json")
         executed = out / "notebooks" / nb.name
         if not force and stamp.exists() and executed.exists() and json.loads(stamp.read_text()).get("key") == key:
@@ -89,7 +92,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
         print(f"[run ] {nb.name} (profile={profile})", flush=True)
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent), progress_bar=True)
+            pm.execute_notebook(str(nb), str(executed), parameters=nb_params, cwd=str(nb.parent), progress_bar=True)
         except pm.PapermillExecutionError as exc:
             print(
                 f"\nFAILED: {nb.name}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\n"

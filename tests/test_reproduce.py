@@ -8,9 +8,9 @@ import pytest
 from cnfkit import reproduce
 
 
-def _notebook(path, body: str) -> None:
+def _notebook(path, body: str, extra_params: str = "") -> None:
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile = "smoke"\nresults_dir = ""\ndata_root = ""\ndata_mirror = ""\nprogress = False')
+    params = nbformat.v4.new_code_cell('profile = "smoke"\nresults_dir = ""\ndata_root = ""\ndata_mirror = ""\nprogress = False' + extra_params)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -33,6 +33,18 @@ def test_reproduce_runs_skips_and_reports_failures(tmp_path, capsys):
     assert reproduce.run("smoke", root=tmp_path) == 1
     err = capsys.readouterr().err
     assert "01_broken.ipynb" in err and "RuntimeError: boom" in err and "cell" in err
+
+
+@pytest.mark.slow
+def test_only_declared_parameters_are_injected(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    body = "from pathlib import Path\n(Path(results_dir) / 'seen.txt').write_text(f'{checkpoint_dir}|{device}')"
+    _notebook(tmp_path / "notebooks" / "00_ckpt.ipynb", body, '\ndevice = "auto"\ncheckpoint_dir = ""')
+    assert reproduce.run("smoke", root=tmp_path, device="cpu") == 0
+    ckpt, device = (tmp_path / "results" / "smoke" / "seen.txt").read_text().split("|")
+    assert ckpt == str(tmp_path / "results" / "smoke" / "checkpoints") and device == "cpu"
+    _notebook(tmp_path / "notebooks" / "01_plain.ipynb", "assert 'checkpoint_dir' not in dir() and 'device' not in dir()")
+    assert reproduce.run("smoke", root=tmp_path) == 0  # a notebook without them does not get them
 
 
 def test_unknown_profile_is_refused(tmp_path):
