@@ -66,6 +66,70 @@ def test_experiment_driver_on_synthetic_images():
     assert abs(out["parameters"]["cnf"] - out["parameters"]["baseline"]) / out["parameters"]["cnf"] < 0.05  # equal budgets
 
 
+def test_driver_checkpoints_are_reused(tmp_path):
+    from cnfkit.experiments import superres as sr
+
+    g = torch.Generator().manual_seed(1)
+    imgs = [torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8) for _ in range(2)]
+    data = {"train": imgs, "test": imgs, "test_sets": {}}
+    cfg = sr.config("smoke").replace(steps=4)
+    first = sr.run(cfg, progress=False, data=data, device="cpu", checkpoint_dir=tmp_path)
+    folder = tmp_path / f"superres-{cfg.digest()}"
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline_32", "cnf_32"]
+    again = sr.run(cfg, progress=False, data=data, device="cpu", checkpoint_dir=tmp_path)
+    assert again["train_time_s"] == first["train_time_s"]  # loaded, not retrained
+    for name, model in first["models"][32].items():
+        for (k, v), w in zip(model.state_dict().items(), again["models"][32][name].state_dict().values()):
+            assert torch.equal(v, w), (name, k)
+
+
+def test_test_images_are_padded_to_a_square_and_cropped_back():
+    from cnfkit.experiments import superres as sr
+
+    seen = []
+
+    class Stub(torch.nn.Module):
+        def mode(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return torch.zeros(x.shape[0], 3, 2 * x.shape[2], 2 * x.shape[3])
+
+    out = sr.predict_full(Stub(), torch.zeros(3, 33, 21, dtype=torch.uint8), (66, 42), 4, None, None)
+    assert seen == [(34, 34)] and out.shape == (3, 66, 42)
+
+
+def test_coupling_scale_is_configurable():
+    from cnfkit.experiments import superres as sr
+    from cnfkit.layers import AffineCoupling
+
+    cfg = sr.config("smoke")
+    scales = {m.scale_fn.__name__ for m in sr.build_models(cfg)["cnf"].modules() if isinstance(m, AffineCoupling)}
+    assert scales == {"_soft_clamped_exp_scale"}
+    with pytest.raises(ValueError, match="unknown scale"):
+        sr.build_models(cfg.replace(coupling_scale="tanh"))
+
+
+def test_train_downscale_needs_one_factor_per_size(monkeypatch):
+    from cnfkit.experiments import superres as sr
+    from cnfkit.profiles import ProfileError
+
+    for bad in ((2.0, 2.0), (0.5,)):
+        monkeypatch.setitem(sr.CONFIGS, "smoke", sr.CONFIGS["smoke"].replace(train_downscale=bad))
+        with pytest.raises(ProfileError, match="one factor >= 1 per size"):
+            sr.config("smoke")
+
+
+def test_temperature_sweep():
+    from cnfkit.experiments import superres as sr
+
+    torch.manual_seed(0)
+    cfg = sr.config("smoke")
+    models = sr.build_models(cfg)
+    imgs = [torch.randint(0, 256, (3, 20, 26), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)]
+    out = sr.temperature_sweep(models, cfg, images=imgs)
+    assert list(out) == [f"CNF tau={t}" for t in cfg.temperatures] + ["LL Baseline (mode)"]
+    assert all(v["non_finite_predictions"] == 0 and 0 < v["psnr"] < 100 for v in out.values())
+
+
 def test_non_finite_predictions_are_counted_not_averaged():
     from cnfkit.experiments import superres as sr
 

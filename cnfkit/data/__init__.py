@@ -38,6 +38,6 @@ from .drive import DriveSplit, load_drive, random_affine  # noqa: E402
 __all__ += ["DriveSplit", "load_drive", "random_affine"]
 
 from .imresize import imresize  # noqa: E402
-from .sr import hr_lr_pair, load_sr_images, patch_pairs  # noqa: E402
+from .sr import chroma_detail_ratio, downscale_images, hr_lr_pair, load_sr_images, patch_pairs  # noqa: E402
 
-__all__ += ["imresize", "hr_lr_pair", "load_sr_images", "patch_pairs"]
+__all__ += ["imresize", "chroma_detail_ratio", "downscale_images", "hr_lr_pair", "load_sr_images", "patch_pairs"]

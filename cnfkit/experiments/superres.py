@@ -2,12 +2,16 @@
 
 * Table 1: test bits/dim on held-out HR/LR pairs.  The paper trains and tests on ImageNet32/64; here
   the stand-in is BSDS500 patches of 32x32 (and 64x64 when ``sizes`` includes 64): training patches
-  from BSDS500 train, test patches from BSDS500 test.  Always labelled as the stand-in.
+  from BSDS500 train, test patches from BSDS500 test, both cut from images first shrunk by
+  ``train_downscale`` (one factor per size).  Like ImageNet32/64, whose images are whole photos
+  shrunk to 32 / 64 pixels, a patch then shows most of a scene (8x: 61x41 images for 32x32 patches;
+  4x: 121x81 for 64x64), and shrinking removes the JPEG 4:2:0 chroma subsampling of the BSDS500
+  files (see :mod:`cnfkit.data.sr`).  Always labelled as the stand-in.
 * Table 2: Set5, Set14, BSD100: bits/dim averaged over random 128x128 HR crops (LR crops taken from
   the LR of the whole image), and PSNR / SSIM (Y channel, ``scale`` pixels of border cropped) of the
   full images for CNF samples at temperature ``tau``, the baseline's mode and bicubic upsampling
-  (MATLAB ``imresize``).  Test images are zero-padded right and bottom to the flow's multiple and
-  cropped back before PSNR/SSIM.
+  (MATLAB ``imresize``).  Test images are zero-padded right and bottom to a square whose side the
+  squeezes accept and cropped back before PSNR/SSIM.
 * Figs 2, 3: LR / CNF sample / ground truth / baseline mode, and Set14's baboon at several
   temperatures.
 """
@@ -15,6 +19,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.imresize import imresize
-from ..data.sr import SR_TEST_SETS, hr_lr_pair, load_sr_images, patch_pairs
+from ..data.sr import SR_TEST_SETS, chroma_detail_ratio, downscale_images, hr_lr_pair, load_sr_images, patch_pairs
 from ..metrics import sr_psnr_ssim
-from ..profiles import Config, select
+from ..profiles import Config, ProfileError, select
 from ..superres import FactorizedLogisticSR, SRFlow
 from ..train import EpochSampler, train_steps
+from ..utils import module_device
 
-__all__ = ["SRConfig", "CONFIGS", "config", "build_models", "run"]
+__all__ = ["SRConfig", "CONFIGS", "config", "build_models", "run", "evaluate_test_set", "temperature_sweep", "predict_full"]
 
 LN2 = math.log(2.0)
 
@@ -51,6 +57,8 @@ class SRConfig(Config):
     growth_baseline: int
     context: int
     crops_per_image: int  # random 128x128 crops per test image for the Table 2 bpd
+    train_downscale: tuple[float, ...]  # per size: BSDS500 images are shrunk by this factor (>= 1) before patches are cut
+    coupling_scale: str = "soft_exp"  # the CNF's coupling scale s(.): "soft_exp" (bounded inverse) or Glow's "sigmoid"
     temperatures: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0)
     tau: float = 0.8  # temperature of the samples scored by PSNR/SSIM (Table 2)
     lr: float = 1e-4
@@ -62,31 +70,39 @@ class SRConfig(Config):
 
 CONFIGS = {
     "smoke": SRConfig(sizes=(32,), n_train=64, n_test=16, steps=10, batch=8, levels=2, flow_steps=1, hidden=16,
-                      rrdb_blocks=1, nf=8, growth_cnf=4, growth_baseline=8, context=8, crops_per_image=1, lr=1e-3, max_test_images=2),
-    # reduced widths and blocks (K=4, 128 hidden, 4 RRDB blocks of 32 channels), 2000 steps of batch 32, CPU
+                      rrdb_blocks=1, nf=8, growth_cnf=4, growth_baseline=8, context=8, crops_per_image=1, lr=1e-3, max_test_images=2, train_downscale=(2.0,)),
+    # reduced widths and blocks (K=4, 128 hidden, 4 RRDB blocks of 32 channels), 2000 steps of batch 32, CPU;
+    # BSDS500 shrunk 8x (61x41 images: a 32x32 patch shows most of a scene, as in ImageNet32)
     "quick": SRConfig(sizes=(32,), n_train=20000, n_test=1000, steps=2000, batch=32, levels=2, flow_steps=4, hidden=128,
-                      rrdb_blocks=4, nf=32, growth_cnf=16, growth_baseline=32, context=64, crops_per_image=4, lr=5e-4),
-    # the paper: L=2, K=8, 512 hidden, 16 RRDB blocks (growth 32 / 55), 128 context, 200k steps of 64, lr 1e-4
+                      rrdb_blocks=4, nf=32, growth_cnf=16, growth_baseline=32, context=64, crops_per_image=4, lr=5e-4,
+                      train_downscale=(8.0,)),
+    # the paper: L=2, K=8, 512 hidden, 16 RRDB blocks (growth 32 / 55), 128 context, 200k steps of 64, lr 1e-4;
+    # BSDS500 shrunk 8x for 32x32 and 4x for 64x64 patches unless ImageNet32/64 replace the stand-in
     "full": SRConfig(sizes=(32, 64), n_train=200000, n_test=10000, steps=200000, batch=64, levels=2, flow_steps=8, hidden=512,
-                     rrdb_blocks=16, nf=64, growth_cnf=32, growth_baseline=55, context=128, crops_per_image=200),
+                     rrdb_blocks=16, nf=64, growth_cnf=32, growth_baseline=55, context=128, crops_per_image=200,
+                     train_downscale=(8.0, 4.0)),
 }
 
 
 def config(profile: str | None) -> SRConfig:
-    return select(CONFIGS, profile)
+    cfg = select(CONFIGS, profile)
+    if len(cfg.train_downscale) != len(cfg.sizes) or min(cfg.train_downscale) < 1:
+        raise ProfileError(f"SRConfig.train_downscale needs one factor >= 1 per size {cfg.sizes}, got {cfg.train_downscale}")
+    return cfg
 
 
 def build_models(cfg: SRConfig) -> dict[str, nn.Module]:
     return {
-        "cnf": SRFlow(cfg.levels, cfg.flow_steps, cfg.hidden, cfg.rrdb_blocks, cfg.growth_cnf, cfg.nf, cfg.context),
+        "cnf": SRFlow(cfg.levels, cfg.flow_steps, cfg.hidden, cfg.rrdb_blocks, cfg.growth_cnf, cfg.nf, cfg.context, cfg.coupling_scale),
         "baseline": FactorizedLogisticSR(cfg.rrdb_blocks, cfg.growth_baseline, cfg.nf, cfg.context, hidden=cfg.context),
     }
 
 
 def _bits(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64) -> Tensor:
     """Bits/dim of every pair (for the CNF, the variational bound with one dequantization sample)."""
+    dev = module_device(model)
     with torch.no_grad():
-        ll = torch.cat([model(hr[i : i + batch].float(), lr[i : i + batch].float()) for i in range(0, hr.shape[0], batch)])
+        ll = torch.cat([model(hr[i : i + batch].to(dev).float(), lr[i : i + batch].to(dev).float()).cpu() for i in range(0, hr.shape[0], batch)])
     return -ll / (hr[0].numel() * LN2)
 
 
@@ -95,16 +111,20 @@ def _bpd(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64) -> float:
 
 
 def _pad(t: Tensor, multiple: int) -> Tensor:
+    """Zeros right and bottom up to a square whose side is a multiple of ``multiple`` (as the paper)."""
     h, w = t.shape[-2:]
-    return F.pad(t, (0, (-w) % multiple, 0, (-h) % multiple))
+    side = -(-max(h, w) // multiple) * multiple
+    return F.pad(t, (0, side - w, 0, side - h))
 
 
 def predict_full(model: nn.Module, lr: Tensor, out_hw: tuple[int, int], multiple: int, tau: float | None, generator) -> Tensor:
-    """An HR prediction of a whole image: CNF sample at ``tau`` or baseline mode, cropped to ``out_hw``."""
-    lr_p = _pad(lr.float()[None], multiple // 2)
+    """An HR prediction of a whole image: CNF sample at ``tau`` or baseline mode, cropped to ``out_hw`` (on the CPU).
+
+    The LR image is zero-padded right and bottom to a square the squeezes accept (Winkler et al. sec. 5.1)."""
+    lr_p = _pad(lr.float()[None], multiple // 2).to(module_device(model))
     with torch.no_grad():
         out = model.sample(lr_p, temperature=tau, generator=generator) if tau is not None else model.mode(lr_p)
-    return out[0, :, : out_hw[0], : out_hw[1]]
+    return out[0, :, : out_hw[0], : out_hw[1]].cpu()
 
 
 def _random_crops(hr: Tensor, lr: Tensor, crop: int, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -117,21 +137,28 @@ def _random_crops(hr: Tensor, lr: Tensor, crop: int, n: int, g: torch.Generator)
     return torch.stack(hs), torch.stack(ls)
 
 
-def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, images: list[Tensor] | None = None) -> dict[str, Any]:
-    """Table 2 for one test set: bpd over random crops; PSNR/SSIM of full images."""
+def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, images: list[Tensor] | None = None,
+                      names: list[str] | None = None) -> dict[str, Any]:
+    """Table 2 for one test set: bpd over random crops; PSNR/SSIM of full images.
+
+    ``per_image`` lists, for every image with crops, its mean crop bpd for both models and its
+    :func:`~cnfkit.data.sr.chroma_detail_ratio` (what makes an image hard for a CNF, see there)."""
     if images is None:
-        images, _ = load_sr_images(name)
+        images, names = load_sr_images(name)
     images = images[: cfg.max_test_images]
+    names = [n.rsplit("/", 1)[-1] for n in names] if names is not None else [f"image {i}" for i in range(len(images))]
     g = torch.Generator().manual_seed(cfg.seed + 7)
     multiple = 2**cfg.levels
     crops_hr, crops_lr, scores = [], [], {"Bicubic": [], "LL Baseline": [], "CNF": []}
+    cropped = []  # names of the images that gave crops, in order
     non_finite = {k: 0 for k in scores}
-    for hr_full in images:
+    for img_name, hr_full in zip(names, images):
         hr, lr = hr_lr_pair(hr_full)
         if min(hr.shape[1:]) >= cfg.crop:
             h, l_ = _random_crops(hr, lr, cfg.crop, cfg.crops_per_image, g)
             crops_hr.append(h)
             crops_lr.append(l_)
+            cropped.append((img_name, chroma_detail_ratio(hr)))
         preds = {
             "Bicubic": imresize(lr, output_size=tuple(hr.shape[1:])).float(),
             "LL Baseline": predict_full(models["baseline"], lr, tuple(hr.shape[1:]), multiple, None, g),
@@ -149,16 +176,49 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
         for k, v in scores.items()
     }
     hr_c, lr_c = torch.cat(crops_hr), torch.cat(crops_lr)
+    out["per_image"] = {n: {"chroma_detail_ratio": r} for n, r in cropped}
     for key, model in (("CNF", models["cnf"]), ("LL Baseline", models["baseline"])):
         bits = _bits(model, hr_c, lr_c, batch=8)
         out[key]["bpd"] = float(bits.mean())  # the paper's statistic
         out[key]["bpd_median"] = float(bits.median())  # robust to a few out-of-distribution crops
+        for (n, _), b in zip(cropped, bits.reshape(len(cropped), cfg.crops_per_image).mean(1).tolist()):
+            out["per_image"][n][key] = b
     out["_n_images"], out["_n_crops"] = len(images), int(hr_c.shape[0])
     return out
 
 
-def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train CNF and baseline per HR size; Table 1 on held-out patches; Table 2 with the largest size's models."""
+def temperature_sweep(models: dict[str, nn.Module], cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
+    """PSNR / SSIM of one CNF sample per image at every temperature of ``cfg.temperatures`` (and the
+    baseline's mode for reference): lower temperatures trade texture for fidelity."""
+    if images is None:
+        images, _ = load_sr_images(name)
+    images = images[: cfg.max_test_images]
+    multiple = 2**cfg.levels
+    out: dict[str, Any] = {}
+    for tau in (*cfg.temperatures, None):
+        g = torch.Generator().manual_seed(cfg.seed + 13)
+        scores, bad = [], 0
+        for hr_full in images:
+            hr, lr = hr_lr_pair(hr_full)
+            pred = predict_full(models["cnf" if tau is not None else "baseline"], lr, tuple(hr.shape[1:]), multiple, tau, g)
+            if not torch.isfinite(pred).all():
+                bad += 1
+                continue
+            p, s_ = sr_psnr_ssim(pred[None].double(), hr[None].double(), scale=2)
+            scores.append((p.item(), s_.item()))
+        key = "LL Baseline (mode)" if tau is None else f"CNF tau={tau}"
+        out[key] = {"psnr": float(np.mean([a for a, _ in scores])) if scores else None,
+                    "ssim": float(np.mean([b for _, b in scores])) if scores else None, "non_finite_predictions": bad}
+    return out
+
+
+def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None, device: str | None = None,
+        checkpoint_dir=None) -> dict[str, Any]:
+    """Train CNF and baseline per HR size; Table 1 on held-out patches; Table 2 with the largest size's models.
+
+    ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
+    checkpoints in ``<dir>/superres-<config digest>/<model>_<size>/`` (resume an interrupted run,
+    reuse a finished one)."""
     g = torch.Generator().manual_seed(cfg.seed)
     if data is None:
         train_imgs, _ = load_sr_images("BSDS500_train_test", "train")
@@ -167,9 +227,9 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
     else:
         train_imgs, test_imgs, test_sets = data["train"], data["test"], data["test_sets"]
     out: dict[str, Any] = {"table1": {}, "table2": {}, "train_time_s": {}, "parameters": {}, "models": {}}
-    for size in cfg.sizes:
-        hr_tr, lr_tr = patch_pairs(train_imgs, size, cfg.n_train, g)
-        hr_te, lr_te = patch_pairs(test_imgs, size, cfg.n_test, g)
+    for size, factor in zip(cfg.sizes, cfg.train_downscale):
+        hr_tr, lr_tr = patch_pairs(downscale_images(train_imgs, factor), size, cfg.n_train, g)
+        hr_te, lr_te = patch_pairs(downscale_images(test_imgs, factor), size, cfg.n_test, g)
         torch.manual_seed(cfg.seed)
         models = build_models(cfg)
         key = f"BSDS500 {size}x{size} (ImageNet{size} stand-in)"
@@ -177,8 +237,9 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
         for name, model in models.items():
             sampler = EpochSampler((hr_tr, lr_tr), cfg.batch, seed=cfg.seed)
             loss = lambda m, b: -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)  # noqa: E731  bits/dim
+            ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"superres-{cfg.digest()}" / f"{name}_{size}"
             _, wall = train_steps(model, loss, sampler, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, grad_clip=100.0,
-                                  progress=progress, desc=f"sr{size}/{name}")
+                                  progress=progress, desc=f"sr{size}/{name}", device=device, checkpoint_dir=ckpt)
             model.eval()
             out["train_time_s"][f"{name}_{size}"] = wall
             out["parameters"][name] = sum(p.numel() for p in model.parameters())
@@ -205,9 +266,10 @@ def plot_fig2(models: dict[str, nn.Module], hr: Tensor, lr: Tensor, cfg: SRConfi
     import matplotlib.pyplot as plt
 
     g = torch.Generator().manual_seed(cfg.seed + 11)
+    dev = module_device(models["cnf"])
     with torch.no_grad():
-        sample = models["cnf"].sample(lr[:n].float(), temperature=cfg.tau, generator=g)
-        mode = models["baseline"].mode(lr[:n].float())
+        sample = models["cnf"].sample(lr[:n].to(dev).float(), temperature=cfg.tau, generator=g).cpu()
+        mode = models["baseline"].mode(lr[:n].to(dev).float()).cpu()
     fig, axes = plt.subplots(n, 4, figsize=(6, 1.6 * n), squeeze=False)
     for i in range(n):
         _show(axes[i][0], imresize(lr[i], output_size=tuple(hr.shape[-2:])).float(), "low resolution" if i == 0 else "")
