@@ -42,6 +42,14 @@ def _wall(doc: dict[str, Any]) -> str:
     return f"{doc['provenance']['wall_time_s'] / 60:.1f} min on {doc['provenance']['device']}"
 
 
+def _sr_sample_note(doc: dict[str, Any]) -> str:
+    """Which samples Table 2's CNF PSNR/SSIM are over: the temperature and any left out as non-finite."""
+    tau = doc.get("config", {}).get("tau")
+    counts = [f"{ds} {res.get('CNF', {}).get('non_finite_predictions', 0)}/{res.get('_n_images', '?')}" for ds, res in doc["table2"].items()]
+    return (f"\n\nCNF PSNR/SSIM are of one sample per image at temperature {tau}; images whose sample had non-finite pixels "
+            f"(left out of the means): {', '.join(counts)}.")
+
+
 def render(profile: str, root: Path = ROOT) -> str:
     folder = root / "results" / profile
     tag = f"ours ({profile})"
@@ -83,7 +91,8 @@ def render(profile: str, root: Path = ROOT) -> str:
         parts.append(f"**Winkler et al. Table 1, super-resolution bits/dim** ({_wall(doc)}; ours on the stated stand-in):\n\n"
                      + markdown_table(["data", "paper CNF", f"{tag} CNF", "paper factorized", f"{tag} factorized"], rows, 3)
                      + "\n\n**Winkler et al. Table 2** (bpd on random 128x128 crops; PSNR/SSIM on Y, 2-pixel border):\n\n"
-                     + markdown_table(["set", "model", "paper bpd", f"{tag} bpd", "paper PSNR", f"{tag} PSNR", "paper SSIM", f"{tag} SSIM"], rows2, 3))
+                     + markdown_table(["set", "model", "paper bpd", f"{tag} bpd", "paper PSNR", f"{tag} PSNR", "paper SSIM", f"{tag} SSIM"], rows2, 3)
+                     + _sr_sample_note(doc))
     if doc := _load(folder, "drive"):
         paper = paper_numbers("winkler_table3_drive")
         s = doc["summary"]
