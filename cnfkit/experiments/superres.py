@@ -127,6 +127,27 @@ def predict_full(model: nn.Module, lr: Tensor, out_hw: tuple[int, int], multiple
     return out[0, :, : out_hw[0], : out_hw[1]].cpu()
 
 
+class _Scores:
+    """PSNR / SSIM means over full-image predictions; a prediction with non-finite pixels is counted
+    and reported, never averaged in as NaN."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[float, float]] = []
+        self.non_finite = 0
+
+    def add(self, pred: Tensor, hr: Tensor) -> None:
+        if not torch.isfinite(pred).all():
+            self.non_finite += 1
+            return
+        p, s = sr_psnr_ssim(pred[None].double(), hr[None].double(), scale=2)
+        self.values.append((p.item(), s.item()))
+
+    def summary(self) -> dict[str, Any]:
+        v = self.values
+        return {"psnr": float(np.mean([a for a, _ in v])) if v else None, "ssim": float(np.mean([b for _, b in v])) if v else None,
+                "non_finite_predictions": self.non_finite}
+
+
 def _random_crops(hr: Tensor, lr: Tensor, crop: int, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     hs, ls = [], []
     for _ in range(n):
@@ -149,9 +170,8 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
     names = [n.rsplit("/", 1)[-1] for n in names] if names is not None else [f"image {i}" for i in range(len(images))]
     g = torch.Generator().manual_seed(cfg.seed + 7)
     multiple = 2**cfg.levels
-    crops_hr, crops_lr, scores = [], [], {"Bicubic": [], "LL Baseline": [], "CNF": []}
+    crops_hr, crops_lr, scores = [], [], {"Bicubic": _Scores(), "LL Baseline": _Scores(), "CNF": _Scores()}
     cropped = []  # names of the images that gave crops, in order
-    non_finite = {k: 0 for k in scores}
     for img_name, hr_full in zip(names, images):
         hr, lr = hr_lr_pair(hr_full)
         if min(hr.shape[1:]) >= cfg.crop:
@@ -165,16 +185,8 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
             "CNF": predict_full(models["cnf"], lr, tuple(hr.shape[1:]), multiple, cfg.tau, g),
         }
         for key, pred in preds.items():
-            if not torch.isfinite(pred).all():  # counted and reported, never averaged in as NaN
-                non_finite[key] += 1
-                continue
-            p, s = sr_psnr_ssim(pred[None].double(), hr[None].double(), scale=2)
-            scores[key].append((p.item(), s.item()))
-    out: dict[str, Any] = {
-        k: {"psnr": float(np.mean([a for a, _ in v])) if v else None, "ssim": float(np.mean([b for _, b in v])) if v else None,
-            "non_finite_predictions": non_finite[k]}
-        for k, v in scores.items()
-    }
+            scores[key].add(pred, hr)
+    out: dict[str, Any] = {k: v.summary() for k, v in scores.items()}
     hr_c, lr_c = torch.cat(crops_hr), torch.cat(crops_lr)
     out["per_image"] = {n: {"chroma_detail_ratio": r} for n, r in cropped}
     for key, model in (("CNF", models["cnf"]), ("LL Baseline", models["baseline"])):
@@ -197,18 +209,11 @@ def temperature_sweep(models: dict[str, nn.Module], cfg: SRConfig, name: str = "
     out: dict[str, Any] = {}
     for tau in (*cfg.temperatures, None):
         g = torch.Generator().manual_seed(cfg.seed + 13)
-        scores, bad = [], 0
+        scores = _Scores()
         for hr_full in images:
             hr, lr = hr_lr_pair(hr_full)
-            pred = predict_full(models["cnf" if tau is not None else "baseline"], lr, tuple(hr.shape[1:]), multiple, tau, g)
-            if not torch.isfinite(pred).all():
-                bad += 1
-                continue
-            p, s_ = sr_psnr_ssim(pred[None].double(), hr[None].double(), scale=2)
-            scores.append((p.item(), s_.item()))
-        key = "LL Baseline (mode)" if tau is None else f"CNF tau={tau}"
-        out[key] = {"psnr": float(np.mean([a for a, _ in scores])) if scores else None,
-                    "ssim": float(np.mean([b for _, b in scores])) if scores else None, "non_finite_predictions": bad}
+            scores.add(predict_full(models["cnf" if tau is not None else "baseline"], lr, tuple(hr.shape[1:]), multiple, tau, g), hr)
+        out["LL Baseline (mode)" if tau is None else f"CNF tau={tau}"] = scores.summary()
     return out
 
 
