@@ -207,8 +207,6 @@ class Trainer:
         desc: str = "train",
     ) -> None:
         self.rank, self.world = rank_and_world()
-        if device is None or device == "auto":
-            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.loss_fn, self.batches, self.config, self.eval_fn = loss_fn, batches, config, eval_fn

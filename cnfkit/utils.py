@@ -36,8 +36,8 @@ def set_threads(n: int | None = None) -> int:
 
 
 def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The current CUDA device (one per process under DDP) when CUDA is available, else CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
