@@ -9,6 +9,7 @@ the underlying bijection ``y <-> z`` for tests and analysis.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
 
@@ -17,16 +18,75 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import nets
-from .layers import ActNorm, AffineCoupling, FlowSequential, NetFactory, Permutation, Squeeze, flow_step
+from .layers import ActNorm, AffineCoupling, FlowSequential, NetFactory, Permutation, Squeeze, actnorm_init_guard, flow_step
 from .metrics import bits_per_dim
 from .priors import DiagonalGaussian, SplitPrior
 
-__all__ = ["ConditionalFlow", "VectorFlow", "resize_features"]
+__all__ = ["ConditionalFlow", "VectorFlow", "resize_features", "check_data", "check_temperature"]
 
 
 def _check_finite(t: Tensor, name: str) -> None:
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def _param_dtype(module: nn.Module) -> torch.dtype | None:
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def check_data(y: Tensor, module: nn.Module, name: str = "y") -> None:
+    """The checks every flow applies to the data it scores: floating point (not forgotten
+    dequantization), the model's dtype, a non-empty batch, finite values."""
+    if not y.is_floating_point():
+        raise TypeError(
+            f"{name} has integer dtype {y.dtype}: a flow models continuous values. Dequantize discrete data first, "
+            "e.g. cnfkit.dequantization.UniformDequantizer(n_bins=256)(y) for 8-bit images (v = (y + u) / 256), "
+            "or use a model that dequantizes itself (SRFlow, SegmentationCNF)"
+        )
+    dtype = _param_dtype(module)
+    if dtype is not None and y.dtype != dtype and not torch.is_autocast_enabled(y.device.type):
+        raise TypeError(
+            f"{name} is {y.dtype} but the model's parameters are {dtype}: convert one of them "
+            f"(e.g. {name}.to({dtype}) or model.to({y.dtype}))"
+        )
+    if y.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(y.shape)}): nothing to score")
+    _check_finite(y, name)
+
+
+def check_temperature(temperature: float) -> float:
+    """A sampling temperature must be a finite number >= 0."""
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(f"temperature must be a number, got {temperature!r}") from None
+    if not math.isfinite(t) or t < 0:
+        raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
+    return t
+
+
+def check_num_samples(num_samples: int | None) -> int | None:
+    """``None`` or a positive int."""
+    if num_samples is None:
+        return None
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    return num_samples
+
+
+def _check_x(x: Tensor, module: nn.Module) -> None:
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"the conditioning input x is an empty batch (shape {tuple(x.shape)})")
+    dtype = _param_dtype(module)
+    if x.is_floating_point() and dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"the conditioning input x is {x.dtype} but the model's parameters are {dtype}: convert one of them "
+            f"(e.g. x.to({dtype}) or model.to({x.dtype}))"
+        )
+    _check_finite(x, "conditioning input x")
 
 
 def resize_features(h: Tensor, size: tuple[int, int]) -> Tensor:
@@ -118,7 +178,7 @@ class ConditionalFlow(nn.Module):
             return None
         if x is None:
             raise ValueError("this flow is conditional: pass the conditioning input x")
-        _check_finite(x, "conditioning input x")
+        _check_x(x, self)
         h = self.conditioner(x) if self.conditioner is not None else x
         hs = list(h) if isinstance(h, (list, tuple)) else [h] * self.num_levels
         if len(hs) != self.num_levels:
@@ -152,7 +212,7 @@ class ConditionalFlow(nn.Module):
                 f"a flow with {self.num_levels} levels needs H and W divisible by {m}, got {y.shape[2]}x{y.shape[3]};"
                 " pad the input (e.g. cnfkit.data.pad_to_multiple)"
             )
-        _check_finite(y, "y")
+        check_data(y, self)
 
     # --- the bijection -----------------------------------------------------------------------
     def _run(self, y: Tensor, hs: list[Tensor | None]) -> tuple[list[Tensor], Tensor, Tensor]:
@@ -174,7 +234,8 @@ class ConditionalFlow(nn.Module):
     def encode(self, y: Tensor, x: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
         """The bijection ``y -> (z_1, ..., z_L)`` and its ``log|det dz/dy|`` per sample."""
         self._check_y(y)
-        zs, logdet, _ = self._run(y, self.features(x, y.shape[-2:], y.shape[0]))
+        with actnorm_init_guard(self):
+            zs, logdet, _ = self._run(y, self.features(x, y.shape[-2:], y.shape[0]))
         return zs, logdet
 
     def decode(
@@ -211,7 +272,8 @@ class ConditionalFlow(nn.Module):
     def log_prob(self, y: Tensor, x: Tensor | None = None) -> Tensor:
         """``log p(y | x)`` in nats, one value per sample."""
         self._check_y(y)
-        _, logdet, log_prior = self._run(y, self.features(x, y.shape[-2:], y.shape[0]))
+        with actnorm_init_guard(self):
+            _, logdet, log_prior = self._run(y, self.features(x, y.shape[-2:], y.shape[0]))
         return log_prior + logdet
 
     forward = log_prob
@@ -233,10 +295,13 @@ class ConditionalFlow(nn.Module):
     ) -> Tensor:
         """Draw ``y ~ p(y | x)`` with the priors' standard deviations scaled by ``temperature``.
 
-        One sample per row of ``x`` (repeat ``x`` for more).  The output size is ``size`` or, by
-        default, twice the spatial size of the first conditioning feature map (features at the
-        resolution of the first level, as for super-resolution and DRIVE).  ``features``, the
-        output of :meth:`conditioning`, replaces ``x`` when drawing many samples for one input.
+        Conditional: one sample per row of ``x``, or with ``num_samples=n`` ``n`` samples per row:
+        the output has ``B * n`` rows, rows ``i*n ... i*n + n - 1`` drawn for ``x[i]`` (the
+        conditioner runs once per row of ``x``).  Unconditional: ``num_samples`` samples of ``size``.
+        The output size is ``size`` or, by default, twice the spatial size of the first conditioning
+        feature map (features at the resolution of the first level, as for super-resolution and
+        DRIVE).  ``features``, the output of :meth:`conditioning`, replaces ``x``.
+        ``temperature`` must be finite and >= 0.
         """
         return self._sample(x, num_samples=num_samples, size=size, temperature=temperature, generator=generator, features=features)
 
@@ -246,22 +311,29 @@ class ConditionalFlow(nn.Module):
         return self._raw_features(x)
 
     def _sample(self, x, *, num_samples, size, temperature, generator, with_log_prob: bool = False, features=None):
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        temperature = check_temperature(temperature)
+        num_samples = check_num_samples(num_samples)
         if x is None and num_samples is None and features is None:
             raise ValueError("pass x (conditional) or num_samples (unconditional)")
-        raw = self._raw_features(x) if features is None else features  # the conditioner runs once
-        if x is not None:
-            batch = x.shape[0]
-        elif raw is not None:
+        raw = self._raw_features(x) if features is None else list(features)  # the conditioner runs once
+        if raw is not None:
+            if not raw or raw[0].dim() < 1 or raw[0].shape[0] == 0:
+                raise ValueError("the conditioning features are empty: nothing to sample for")
+            if num_samples is not None:  # n samples per row: repeat the features, not the conditioner
+                raw = [f.repeat_interleave(num_samples, dim=0) for f in raw]
             batch = raw[0].shape[0]
+        elif x is not None:
+            batch = x.shape[0] * (num_samples or 1)
         else:
             batch = num_samples
         if size is None:
             if raw is None:
                 raise ValueError("an unconditional sample needs size=(H, W)")
             size = (2 * raw[0].shape[-2], 2 * raw[0].shape[-1])
+        size = tuple(size)
         m = 2**self.num_levels
+        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+            raise ValueError(f"sample size must be two positive ints (H, W), got {size}")
         if size[0] % m or size[1] % m:
             raise ValueError(f"sample size must be divisible by {m}, got {size}")
         hs = self._resize_features(raw, size, batch)
@@ -343,7 +415,7 @@ class VectorFlow(nn.Module):
             return None
         if x is None:
             raise ValueError("this flow is conditional: pass the conditioning input x")
-        _check_finite(x, "conditioning input x")
+        _check_x(x, self)
         h = self.conditioner(x) if self.conditioner is not None else x
         if h.dim() != 2 or h.shape[1] != self.cond_dim or (batch is not None and h.shape[0] != batch):
             raise ValueError(f"conditioning features must have shape [{batch or 'B'}, {self.cond_dim}], got {tuple(h.shape)}")
@@ -352,12 +424,13 @@ class VectorFlow(nn.Module):
     def _check_y(self, y: Tensor) -> None:
         if y.dim() != 2 or y.shape[1] != self.dim:
             raise ValueError(f"y must have shape [B, {self.dim}], got {tuple(y.shape)}")
-        _check_finite(y, "y")
+        check_data(y, self)
 
     def encode(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The bijection ``y -> z`` and its ``log|det dz/dy|`` per sample."""
         self._check_y(y)
-        return self.transform(y, self._coupling_features(x, y.shape[0]))
+        with actnorm_init_guard(self):
+            return self.transform(y, self._coupling_features(x, y.shape[0]))
 
     def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
         """Inverse of :meth:`encode` (``x`` is needed only when the couplings are conditional)."""
@@ -372,9 +445,10 @@ class VectorFlow(nn.Module):
     def log_prob(self, y: Tensor, x: Tensor | None = None) -> Tensor:
         """``log p(y | x)`` in nats, one value per sample."""
         self._check_y(y)
-        h = self.features(x, y.shape[0])
-        z, logdet = self.transform(y, self._coupling_context(h))
-        return self.prior.log_prob(z, h if self._prior_uses_context else None) + logdet
+        with actnorm_init_guard(self):
+            h = self.features(x, y.shape[0])
+            z, logdet = self.transform(y, self._coupling_context(h))
+            return self.prior.log_prob(z, h if self._prior_uses_context else None) + logdet
 
     forward = log_prob
 
@@ -387,10 +461,10 @@ class VectorFlow(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """One sample per row of ``x`` (or ``num_samples`` unconditional samples)."""
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        return self._sample(x, num_samples, temperature, generator)[0]
+        """One sample per row of ``x``; with ``num_samples=n`` and ``x``, ``n`` samples per row
+        (``B * n`` rows, rows ``i*n ... i*n + n - 1`` for ``x[i]``); without ``x``, ``num_samples``
+        unconditional samples.  ``temperature`` must be finite and >= 0."""
+        return self._sample(x, num_samples, check_temperature(temperature), generator)[0]
 
     def rsample(
         self, x: Tensor | None = None, *, num_samples: int | None = None, generator: torch.Generator | None = None
@@ -399,10 +473,16 @@ class VectorFlow(nn.Module):
         return self._sample(x, num_samples, 1.0, generator)
 
     def _sample(self, x, num_samples, temperature, generator) -> tuple[Tensor, Tensor]:
+        num_samples = check_num_samples(num_samples)
         if x is None and num_samples is None:
             raise ValueError("pass x (conditional) or num_samples (unconditional)")
-        batch = num_samples if x is None else x.shape[0]
-        h = self.features(x, batch)
+        h = self.features(x, None if x is None else x.shape[0])
+        if x is None:
+            batch = num_samples
+        else:  # one sample per row of x, or num_samples per row (the conditioner runs once per row)
+            batch = x.shape[0] * (num_samples or 1)
+            if h is not None and num_samples is not None:
+                h = h.repeat_interleave(num_samples, dim=0)
         prior_h = h if self._prior_uses_context else None
         z = self.prior.sample((batch, self.dim), prior_h, temperature, generator)
         y, ld = self.transform.inverse(z, self._coupling_context(h))

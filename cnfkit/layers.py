@@ -25,7 +25,9 @@ The change-of-variables formula for a flow ``f = f_K o ... o f_1`` then reads::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,7 @@ __all__ = [
     "AdditiveCoupling",
     "SCALE_FUNCTIONS",
     "flow_step",
+    "actnorm_init_guard",
 ]
 
 
@@ -112,6 +115,8 @@ class ActNorm(Bijection):
     is never re-initialised.  A Python-side copy of the flag avoids a device sync on every call.
     """
 
+    min_std = 1e-5  # a channel whose batch std is below min_std * (1 + |mean|) counts as constant
+
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.channels = channels
@@ -131,14 +136,50 @@ class ActNorm(Bijection):
 
     @torch.no_grad()
     def initialize(self, y: Tensor) -> None:
-        """Set loc/scale so that ``forward(y)`` has zero mean, unit variance per channel."""
+        """Set loc/scale so that ``forward(y)`` has zero mean, unit variance per channel.
+
+        The batch is validated first: an empty batch, non-finite values or a dtype other than the
+        parameters' raise ``ValueError`` and leave the layer uninitialised.  A channel whose values
+        in the batch are (nearly) constant, or that holds a single value (one image whose deepest
+        level is 1x1), carries no scale information: it keeps scale 1 (only its mean is removed),
+        with a warning, instead of storing ``-log(eps)``.
+        """
+        _check_channels(y, self.channels, "input", self)
+        if y.shape[0] == 0 or y.numel() == 0:
+            raise ValueError("ActNorm cannot initialise from an empty batch; its first call needs data")
+        if y.dtype != self.loc.dtype:
+            raise ValueError(
+                f"ActNorm: input dtype {y.dtype} does not match the parameters' {self.loc.dtype}; "
+                f"convert the input (e.g. y.to({self.loc.dtype})) or the model (e.g. model.to({y.dtype}))"
+            )
+        if not torch.isfinite(y).all():
+            raise ValueError("ActNorm cannot initialise from a batch with NaN or Inf values")
         dims = [0] + list(range(2, y.dim()))
         mean = y.mean(dim=dims)
         std = y.std(dim=dims, unbiased=False)
+        n_per_channel = y.numel() // self.channels
+        degenerate = std <= self.min_std * (1.0 + mean.abs()) if n_per_channel > 1 else torch.ones_like(std, dtype=torch.bool)
+        if degenerate.any():
+            warnings.warn(
+                f"ActNorm({self.channels}): {int(degenerate.sum())} channel(s) are constant in the initialisation batch "
+                f"({n_per_channel} value(s) per channel); they keep scale 1. Initialise from a larger, varied batch "
+                "(e.g. the first training batch) for data-dependent scales.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        log_scale = torch.where(degenerate, torch.zeros_like(std), -torch.log(std + self.eps))
         self.loc.copy_(-mean)
-        self.log_scale.copy_(-torch.log(std + self.eps))
+        self.log_scale.copy_(log_scale)
         self.initialized.fill_(True)
         self._is_initialized = True
+
+    @torch.no_grad()
+    def reset_initialization(self) -> None:
+        """Forget the data-dependent initialisation (identity map; the next forward call initialises)."""
+        self.loc.zero_()
+        self.log_scale.zero_()
+        self.initialized.fill_(False)
+        self._is_initialized = False
 
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
@@ -365,7 +406,11 @@ class AffineCoupling(_Coupling):
         if scale not in SCALE_FUNCTIONS:
             raise ValueError(f"unknown scale {scale!r}; choose from {sorted(SCALE_FUNCTIONS)}")
         super().__init__(channels, net_fn, 2, cond_channels, parity)
+        self.scale = scale
         self.scale_fn = SCALE_FUNCTIONS[scale]
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, cond_channels={self.cond_channels}, parity={self.parity}, scale={self.scale!r}"
 
     def _params(self, passive: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         shift, raw = self.net(self._net_input(passive, cond)).chunk(2, dim=1)
@@ -430,3 +475,21 @@ def flow_step(
         raise ValueError(f"unknown coupling {coupling!r}; choose 'affine' or 'additive'")
     return FlowSequential(*layers)
 
+
+
+@contextmanager
+def actnorm_init_guard(module: nn.Module) -> Iterator[None]:
+    """Make ActNorm's data-dependent initialisation part of a *valid* call only.
+
+    ActNorm layers of ``module`` that are uninitialised on entry and got initialised inside the
+    block are reset if the block raises (e.g. a later layer rejects the input), so a failed call
+    never leaves a half-initialised model behind.
+    """
+    fresh = [m for m in module.modules() if isinstance(m, ActNorm) and not m._is_initialized]
+    try:
+        yield
+    except BaseException:
+        for m in fresh:
+            if m._is_initialized:
+                m.reset_initialization()
+        raise

@@ -42,6 +42,20 @@ def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor, n_
     return torch.where(first, log_cdf_a, torch.where(last, log_sf_b, mid))
 
 
-def discretized_logistic_mode(mean: Tensor, n_bins: int = 256) -> Tensor:
-    """The most probable level: the bin holding the mean (the baseline's prediction)."""
-    return torch.round((mean.clamp(-1, 1) + 1) * (n_bins - 1) / 2)
+def discretized_logistic_mode(mean: Tensor, log_scale: Tensor, n_bins: int = 256) -> Tensor:
+    """The most probable level of every element: the exact argmax of :func:`discretized_logistic_log_prob`.
+
+    A logistic density is unimodal and symmetric, so among the interior bins (all of one width)
+    the bin containing the mean has the most mass; the two edge bins extend to infinity and can
+    hold more (e.g. a mean on level 1 with a small scale puts more mass on level 0).  The argmax is
+    therefore one of three candidates, the bin of the mean, level 0 and level ``n_bins - 1``: they
+    are scored exactly and the most probable wins (the lowest level on ties, as ``argmax``).
+    """
+    if n_bins < 2:
+        raise ValueError(f"n_bins must be >= 2, got {n_bins}")
+    mean, log_scale = torch.broadcast_tensors(mean, log_scale)
+    nearest = torch.round((mean.clamp(-1, 1) + 1) * (n_bins - 1) / 2)
+    candidates = torch.stack([torch.zeros_like(nearest), nearest, torch.full_like(nearest, n_bins - 1)])
+    lp = discretized_logistic_log_prob(candidates, mean[None], log_scale[None], n_bins)
+    best = torch.argmax(lp, dim=0, keepdim=True)  # first maximum: candidates are in increasing level order
+    return torch.gather(candidates, 0, best)[0]

@@ -125,13 +125,23 @@ def rgb_to_y(img: Tensor) -> Tensor:
 
 
 def _crop(t: Tensor, border: int) -> Tensor:
-    return t[..., border : t.shape[-2] - border, border : t.shape[-1] - border] if border else t
+    """Remove ``border`` pixels on every side; the border must leave at least one pixel."""
+    if isinstance(border, bool) or not isinstance(border, int) or border < 0:
+        raise ValueError(f"border must be a non-negative int, got {border!r}")
+    h, w = t.shape[-2:]
+    if 2 * border >= min(h, w):
+        raise ValueError(f"border {border} leaves nothing of a {h}x{w} image (it must be < half the smaller side)")
+    return t[..., border : h - border, border : w - border] if border else t
 
 
 def psnr(a: Tensor, b: Tensor, data_range: float = 255.0, border: int = 0) -> Tensor:
     """Peak signal-to-noise ratio per image (all dims but the first two from the end are batch)."""
     if a.shape != b.shape:
         raise ValueError(f"images must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.dim() < 2:
+        raise ValueError(f"psnr needs images [..., H, W], got shape {tuple(a.shape)}")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError("psnr: the images contain NaN or Inf values")
     a, b = _crop(a.double(), border), _crop(b.double(), border)
     mse = ((a - b) ** 2).reshape(*a.shape[:-2], -1).mean(-1)
     return 10 * torch.log10(data_range**2 / mse)
@@ -148,6 +158,10 @@ def ssim(a: Tensor, b: Tensor, data_range: float = 255.0, border: int = 0) -> Te
     """Mean SSIM per single-channel image ``[..., H, W]`` (Gaussian window, valid region)."""
     if a.shape != b.shape:
         raise ValueError(f"images must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.dim() < 2:
+        raise ValueError(f"ssim needs images [..., H, W], got shape {tuple(a.shape)}")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError("ssim: the images contain NaN or Inf values")
     import torch.nn.functional as F
 
     a, b = _crop(a.double(), border), _crop(b.double(), border)

@@ -100,7 +100,9 @@ def render(profile: str, root: Path = ROOT) -> str:
                 for k, key in (("factored", "Factored"), ("cnf_uniform", "CNF Uniform"), ("cnf", "CNF")) if k in s]
         if doc.get("human"):
             rows.append(["Human (2nd observer)", None, None, paper["Human"]["f_score"], doc["human"]["f_score"]])
-        parts.append(f"**Winkler et al. Table 3, DRIVE** ({_wall(doc)}):\n\n"
+        from .experiments.drive import BPD_DEFINITION
+
+        parts.append(f"**Winkler et al. Table 3, DRIVE** ({_wall(doc)}; {BPD_DEFINITION}; max F inside the field of view):\n\n"
                      + markdown_table(["model", "paper bpd", f"{tag} bpd", "paper max F", f"{tag} max F"], rows, 4))
     if not parts:
         return f"_No results in results/{profile}/ yet._"

@@ -49,6 +49,21 @@ def sanitize_notebook(path: Path, root: Path = ROOT) -> None:
     path.write_text(text)
 
 
+def _running_cell(executed: Path) -> str:
+    """The cell that was running when execution stopped (from papermill's per-cell status), or '?'."""
+    try:
+        import nbformat
+
+        nb = nbformat.read(executed, as_version=4)
+    except Exception:
+        return "?"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for i, c in enumerate(code, 1):
+        if c.metadata.get("papermill", {}).get("status") == "running":
+            return str(c.get("execution_count") or f"#{i} (code cell)")
+    return "?"
+
+
 def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
     """The numbered notebooks ``NN_*.ipynb`` in order."""
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
@@ -76,10 +91,21 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
         checkpoint_dir=str(out / "checkpoints"),  # used by the notebooks that train for long (DRIVE, SR)
     )
     digest = _sources_digest()
-    todo = [nb for nb in notebooks(root / "notebooks") if not only or any(nb.name.startswith(o) for o in only)]
+    available = notebooks(root / "notebooks")
+    if only is not None:
+        if not only:
+            print("--only needs at least one notebook name or number prefix (e.g. --only 03 04); "
+                  f"valid: {', '.join(nb.stem for nb in available)}", file=sys.stderr)
+            return 2
+        unknown = [o for o in only if not any(nb.name.startswith(o) for nb in available)]
+        if unknown:
+            print(f"--only: no numbered notebook starts with {', '.join(map(repr, unknown))}; "
+                  f"valid: {', '.join(nb.stem for nb in available) or '(none)'}", file=sys.stderr)
+            return 2
+    todo = [nb for nb in available if only is None or any(nb.name.startswith(o) for o in only)]
     if not todo:
-        print("no numbered notebooks found in notebooks/")
-        return 0
+        print(f"no numbered notebooks (NN_*.ipynb) found in {root / 'notebooks'}", file=sys.stderr)
+        return 2
     for nb in todo:
         declared = pm.inspect_notebook(str(nb))  # inject only what the notebook's parameters cell declares
         nb_params = {k: v for k, v in params.items() if k in declared}
@@ -90,6 +116,8 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
             print(f"[skip] {nb.name}: outputs complete and current")
             continue
         print(f"[run ] {nb.name} (profile={profile})", flush=True)
+        # invalidate first: a run that is killed or fails must never leave an old "complete" stamp behind
+        stamp.unlink(missing_ok=True)
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(executed), parameters=nb_params, cwd=str(nb.parent), progress_bar=True)
@@ -100,6 +128,13 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
                 file=sys.stderr,
             )
             return 1
+        except Exception as exc:  # the kernel died (OOM killer, kill -9), timed out, or could not start
+            cell = _running_cell(executed)
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
+            if type(exc).__name__ == "DeadKernelError":
+                reason += " (the kernel died: out of memory, killed, or crashed)"
+            print(f"\nFAILED: {nb.name}, cell {cell} ({reason})\nthe partially executed notebook is {executed}", file=sys.stderr)
+            return 1
         sanitize_notebook(executed, root)
         stamp.write_text(json.dumps({"key": key, "wall_time_s": round(time.perf_counter() - t0, 1)}) + "\n")
         print(f"[done] {nb.name} in {time.perf_counter() - t0:.0f} s")
@@ -109,7 +144,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cnfkit.reproduce", description=__doc__)
     p.add_argument("--profile", default=None, help="smoke, quick or full (default: full with CUDA, else quick)")
-    p.add_argument("--only", nargs="*", help="run only notebooks whose names start with these prefixes")
+    p.add_argument("--only", nargs="*", default=None, help="run only notebooks whose names start with these prefixes (at least one)")
     p.add_argument("--force", action="store_true", help="re-run notebooks even if their outputs are current")
     p.add_argument("--device", default="auto", help="where models train and run: auto (CUDA when available), cpu, cuda, cuda:N")
     a = p.parse_args(argv)

@@ -22,11 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dequantization import BinaryDequantizer, SqueezeContext, UniformDequantizer
+from .dequantization import BinaryDequantizer, SqueezeContext, UniformDequantizer, check_binary
 from .flows import ConditionalFlow
 from .utils import rand
 
 __all__ = ["VGGFeatures", "SegmentationCNF", "FactoredBernoulli", "weighted_bernoulli_log_likelihood", "weighted_cross_entropy"]
+
+
+def _check_pair(y: Tensor, x: Tensor) -> None:
+    """``y`` a [B, 1, H, W] label map for the images ``x`` [B, C, H, W]."""
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch of images [B, C, H, W], got {tuple(x.shape)}")
+    want = (x.shape[0], 1, *x.shape[2:])
+    if tuple(y.shape) != want:
+        raise ValueError(f"y must be the label maps of x {tuple(x.shape)}: shape {want}, got {tuple(y.shape)}")
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -84,6 +93,7 @@ class SegmentationCNF(nn.Module):
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """``log p(v | x) - log q(v | y, x)`` with ``v ~ q(v | y, x)``: a lower bound on ``log P(y | x)``."""
+        _check_pair(y, x)
         v, log_q = self.dequantizer(y, x)
         return self.flow.log_prob(v, x) - log_q
 
@@ -101,12 +111,28 @@ class SegmentationCNF(nn.Module):
         """The average of ``n_samples`` binary samples: the soft map thresholded for PR curves.
 
         The conditioner runs once; only the flow is run per sample."""
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
         feats = self.flow.conditioning(x)
         return sum(self.sample(x, generator=generator, features=feats) for _ in range(n_samples)) / n_samples
 
 
+def _check_label_maps(logits: Tensor, y: Tensor, mask: Tensor | None) -> None:
+    """``y`` (and ``mask``) binary, finite and exactly the shape of ``logits``: never broadcast."""
+    if y.shape != logits.shape:
+        raise ValueError(f"y must have the shape of the predictions {tuple(logits.shape)}, got {tuple(y.shape)}")
+    if logits.shape[0] == 0:
+        raise ValueError("empty batch: nothing to score")
+    check_binary(y, "y")
+    if mask is not None:
+        if mask.shape != logits.shape:
+            raise ValueError(f"mask must have the shape of the predictions {tuple(logits.shape)}, got {tuple(mask.shape)}")
+        check_binary(mask, "mask")
+
+
 def weighted_cross_entropy(logits: Tensor, y: Tensor, beta: float, mask: Tensor | None = None) -> Tensor:
     """Per-image ``-sum [beta y log p + (1 - beta)(1 - y) log(1 - p)]``: the numerator of eq. 9."""
+    _check_label_maps(logits, y, mask)
     term = -(beta * y * F.logsigmoid(logits) + (1 - beta) * (1 - y) * F.logsigmoid(-logits))
     if mask is not None:
         term = term * mask
@@ -116,6 +142,7 @@ def weighted_cross_entropy(logits: Tensor, y: Tensor, beta: float, mask: Tensor 
 def weighted_bernoulli_log_likelihood(logits: Tensor, y: Tensor, beta: float, mask: Tensor | None = None) -> Tensor:
     """Per-image ``sum log L_j`` of eq. 9 *with* its normaliser ``p^beta + (1 - p)^(1 - beta)``,
     so that it is a proper distribution over ``y in {0, 1}`` and comparable in bits/dim."""
+    _check_label_maps(logits, y, mask)
     log_p, log_1mp = F.logsigmoid(logits), F.logsigmoid(-logits)
     num = beta * y * log_p + (1 - beta) * (1 - y) * log_1mp
     norm = torch.logaddexp(beta * log_p, (1 - beta) * log_1mp)
@@ -153,10 +180,12 @@ class FactoredBernoulli(nn.Module):
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """Normalised weighted-Bernoulli log-likelihood per image (nats)."""
+        _check_pair(y, x)
         return weighted_bernoulli_log_likelihood(self.logits(x), y, self.beta)
 
     def loss(self, y: Tensor, x: Tensor) -> Tensor:
         """The training loss of the literature: weighted cross-entropy, normaliser ignored."""
+        _check_pair(y, x)
         return weighted_cross_entropy(self.logits(x), y, self.beta)
 
     @torch.no_grad()

@@ -30,7 +30,7 @@ from .dequantization import UniformDequantizer
 from .flows import ConditionalFlow
 from .likelihoods import discretized_logistic_log_prob, discretized_logistic_mode
 
-__all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet", "SRFlow", "FactorizedLogisticSR"]
+__all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet", "SRFlow", "FactorizedLogisticSR", "check_sr_pair"]
 
 
 class ResidualDenseBlock(nn.Module):
@@ -79,6 +79,15 @@ class RRDBNet(nn.Module):
         return self.out(F.leaky_relu(f, 0.2))
 
 
+def check_sr_pair(y: Tensor, x_lr: Tensor) -> None:
+    """``y`` [B, 3, 2h, 2w] (8-bit levels) and ``x_lr`` [B, 3, h, w]: the same batch, exactly 2x the size."""
+    if x_lr.dim() != 4 or x_lr.shape[1] != 3 or x_lr.shape[0] == 0:
+        raise ValueError(f"x_lr must be a non-empty batch of RGB images [B, 3, h, w], got {tuple(x_lr.shape)}")
+    want = (x_lr.shape[0], 3, 2 * x_lr.shape[2], 2 * x_lr.shape[3])
+    if tuple(y.shape) != want:
+        raise ValueError(f"y must have shape {want} (the HR images of x_lr {tuple(x_lr.shape)}), got {tuple(y.shape)}")
+
+
 def _lr_input(x_lr: Tensor) -> Tensor:
     """8-bit low-resolution levels (or floats in [0, 255]) to ``[-0.5, 0.5]``."""
     return x_lr.float() / 255.0 - 0.5 if not x_lr.is_floating_point() else x_lr / 255.0 - 0.5
@@ -96,6 +105,7 @@ class SRFlow(nn.Module):
 
     def forward(self, y: Tensor, x_lr: Tensor) -> Tensor:
         """``log p(v | x) - log q(v | y)`` with ``v = (y + u) / 256`` (a bound on ``log P(y | x)``)."""
+        check_sr_pair(y, x_lr)
         v, log_q = self.dequantizer(y if y.is_floating_point() else y.float())
         return self.flow.log_prob(v - 0.5, _lr_input(x_lr)) - log_q
 
@@ -122,13 +132,15 @@ class FactorizedLogisticSR(nn.Module):
         return torch.tanh(mean) * 1.05, log_scale.clamp(min=-7.0)
 
     def forward(self, y: Tensor, x_lr: Tensor) -> Tensor:
+        """``log P(y | x)`` in nats per image: the sum of the subpixels' discretized-logistic log-masses."""
+        check_sr_pair(y, x_lr)
         mean, log_scale = self.params(x_lr)
         lp = discretized_logistic_log_prob(y.to(mean.dtype), mean, log_scale)
         return lp.reshape(lp.shape[0], -1).sum(1)
 
     @torch.no_grad()
     def mode(self, x_lr: Tensor) -> Tensor:
-        """The baseline's prediction: the most probable level of every subpixel."""
-        return discretized_logistic_mode(self.params(x_lr)[0])
+        """The baseline's prediction: the most probable level of every subpixel (exact argmax)."""
+        return discretized_logistic_mode(*self.params(x_lr))
 
 

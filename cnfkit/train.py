@@ -10,19 +10,35 @@ Design decisions that make exact resumption possible:
   :class:`EpochSampler`): which examples a step sees depends on nothing but the step.
 * Randomness inside ``loss_fn`` (dequantization noise, ...) comes from torch's global RNG, whose
   state (with NumPy's, Python's and CUDA's) is saved in every checkpoint.
-* Checkpoints hold model, optimiser, RNG states, step and history; they are written to a temporary
-  file and renamed, so a crash mid-write never corrupts the last good checkpoint.
+* Checkpoints hold model, optimiser, RNG states, step and history: tensors and plain Python types
+  only, loaded with ``torch.load(weights_only=True)`` (a file that carries pickled code is refused,
+  never run).  Each file starts with a header holding the sha256 of its payload (a corrupt file is
+  refused), is written to a temporary file and renamed (a crash mid-write never corrupts the last
+  good checkpoint; stale temporaries of killed writers are removed on the next start), and records
+  fingerprints of the model (its structure and parameter shapes), the data (the batches) and the
+  training configuration: resuming into a different run is refused with a message that says what
+  differs.
 
-A non-finite loss or gradient norm raises :class:`NonFiniteError` naming the step; training never
-continues silently.  Under ``torchrun`` (``init_distributed``) the model is wrapped in
-DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 writes checkpoints and shows progress.
+Failures name the step: a non-finite loss or gradient norm raises :class:`NonFiniteError`, any other
+error inside a step :class:`TrainingError` (the original exception chained).  SIGINT (Ctrl-C, a
+Jupyter interrupt), SIGTERM and SIGUSR1 (what schedulers send before pre-empting a job) finish the
+current step, write a checkpoint and raise :class:`TrainingInterrupted`; ``fit()`` again resumes.
+Under ``torchrun`` (``init_distributed``) the model is wrapped in DistributedDataParallel (gloo on
+CPU, nccl on CUDA); rank 0 writes checkpoints and shows progress.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import io
+import json
 import math
 import os
+import pickle
 import random
+import re
 import signal
 import threading
 import time
@@ -37,7 +53,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .profiles import Config
-from .utils import resolve_device
+from .utils import remove_stale_temporaries, resolve_device
 
 __all__ = [
     "TrainConfig",
@@ -45,13 +61,32 @@ __all__ = [
     "train_steps",
     "EpochSampler",
     "NonFiniteError",
+    "TrainingError",
+    "TrainingInterrupted",
+    "CheckpointError",
+    "atomic_save",
+    "read_checkpoint",
+    "model_fingerprint",
+    "remove_stale_temporaries",
     "init_distributed",
     "rank_and_world",
 ]
 
 
-class NonFiniteError(FloatingPointError):
+class TrainingError(RuntimeError):
+    """Training failed at a named step (the original error is chained as ``__cause__``)."""
+
+
+class NonFiniteError(TrainingError, FloatingPointError):
     """The loss or a gradient became NaN/Inf."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on a signal (SIGINT, SIGTERM, SIGUSR1) after checkpointing; ``fit()`` resumes."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, or is refused on reading (corrupt, unsafe, another run's)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +168,14 @@ class EpochSampler:
         idx = self.indices(step)
         return tuple(t[idx] for t in self.tensors)
 
+    def fingerprint(self) -> str:
+        """A digest of the data (every tensor's contents), the batch size and the seed; the same on every rank."""
+        if not hasattr(self, "_fingerprint"):
+            h = hashlib.sha256(f"EpochSampler batch={self.batch_size} seed={self.seed}".encode())
+            _tensor_digest(h, self.tensors)
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
 
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Tensor):
@@ -145,7 +188,14 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG state as tensors and plain types (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -153,22 +203,108 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# --- checkpoint files ---------------------------------------------------------------------------
+
+_MAGIC = b"CNFKIT-CHECKPOINT 1 sha256="
+
+
+def _open_for_write(path: Path):
+    return open(path, "wb")
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a checkpoint: ``torch.save`` of ``obj`` behind a sha256 header, to a temporary file in the
+    same folder that is renamed over ``path`` only when complete.  Failures raise :class:`CheckpointError`
+    naming the path and the cause (e.g. no space left on device); the temporary never survives."""
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    header = _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _open_for_write(tmp) as fh:
+            fh.write(header)
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        cause = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        need = f" (it needs {len(payload) / 2**20:.1f} MiB)" if exc.errno == errno.ENOSPC else ""
+        raise CheckpointError(f"could not write checkpoint {path}: {cause}{need}; the previous checkpoint, if any, is intact") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`atomic_save`: its sha256 is verified and it is unpickled with
+    ``weights_only=True``, so only tensors and plain types load and no code in the file can run."""
+    path = Path(path)
+    data = path.read_bytes()
+    end = data.find(b"\n")
+    if not data.startswith(_MAGIC) or end < 0:
+        raise CheckpointError(
+            f"{path} is not a cnfkit checkpoint (no checksum header; older cnfkit versions wrote none): "
+            "refusing to load it. Delete it (or choose another checkpoint directory) and train again"
+        )
+    expected, payload = data[len(_MAGIC) : end].decode(errors="replace"), data[end + 1 :]
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise CheckpointError(f"checkpoint {path} is corrupt (sha256 mismatch): delete it and resume from scratch")
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain Python types; it was refused "
+            f"unopened because loading it could run code ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from exc
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A digest of the model's structure (its ``repr``, which names layer types, sizes and options such
+    as the coupling scale) and of every parameter and buffer's name, shape and dtype."""
+    shapes = [(k, tuple(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
+    return _digest([repr(model), shapes])
+
+
+def _tensor_digest(h, obj: Any) -> None:
+    if isinstance(obj, Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{tuple(obj.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            _tensor_digest(h, o)
+    elif isinstance(obj, dict):
+        for k in sorted(obj):
+            h.update(str(k).encode())
+            _tensor_digest(h, obj[k])
+    else:
+        h.update(repr(obj).encode())
+
+
+def data_fingerprint(batches: Callable[[int], Any]) -> str:
+    """``batches.fingerprint()`` when it has one (e.g. :class:`EpochSampler`), else a digest of the first two batches."""
+    if hasattr(batches, "fingerprint"):
+        return batches.fingerprint()
+    h = hashlib.sha256()
+    for step in (0, 1):
+        _tensor_digest(h, batches(step))
+    return h.hexdigest()[:16]
 
 
 LossFn = Callable[[nn.Module, Any], Tensor]
@@ -189,6 +325,8 @@ class Trainer:
         callbacks: ``cb(trainer, step, metrics)`` after every step (``step`` counts completed steps).
         compile: wrap the model in ``torch.compile``.
         progress: show a tqdm bar (rank 0 only).
+        fingerprint: anything JSON-serialisable that identifies the run beyond the model, data and
+            config (e.g. an experiment configuration); stored and checked on resume like them.
     """
 
     def __init__(
@@ -205,8 +343,10 @@ class Trainer:
         compile: bool = False,
         progress: bool = True,
         desc: str = "train",
+        fingerprint: Any = None,
     ) -> None:
         self.rank, self.world = rank_and_world()
+        self.user_fingerprint = fingerprint
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.loss_fn, self.batches, self.config, self.eval_fn = loss_fn, batches, config, eval_fn
@@ -221,6 +361,21 @@ class Trainer:
         self._between_steps = True
 
     # --- checkpoints -------------------------------------------------------------------------
+    def fingerprints(self) -> dict[str, Any]:
+        """What identifies this run: training config, model structure, data (per rank), user fingerprint."""
+        if getattr(self, "_fingerprints", None) is None:
+            data = [data_fingerprint(self.batches)]
+            if self.world > 1:
+                data = [None] * self.world
+                dist.all_gather_object(data, data_fingerprint(self.batches))
+            self._fingerprints = {
+                "config": json.loads(json.dumps(self.config.to_dict(), default=repr)),
+                "model": model_fingerprint(self.model),
+                "data": data,
+                "user": json.loads(json.dumps(self.user_fingerprint, sort_keys=True, default=repr)),
+            }
+        return self._fingerprints
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -229,6 +384,7 @@ class Trainer:
             "history": self.history,
             "wall_time": self.wall_time,
             "config": self.config.to_dict(),
+            "fingerprints": self.fingerprints(),
         }
 
     def save_checkpoint(self) -> None:
@@ -244,22 +400,44 @@ class Trainer:
             dist.barrier()
 
     def load_checkpoint(self) -> bool:
-        """Restore from ``last.pt`` if it exists; returns whether it did."""
-        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+        """Restore from ``last.pt`` if it exists; returns whether it did.
+
+        Refuses (:class:`CheckpointError`) a corrupt or unsafe file and a checkpoint of another run
+        (other training config, model, data or user fingerprint), saying what differs."""
+        if self.checkpoint_path is None:
             return False
-        ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        if ckpt["config"] != self.config.to_dict():
-            raise ValueError(
-                f"checkpoint {self.checkpoint_path} was written with a different configuration:\n"
-                f"  checkpoint: {ckpt['config']}\n  now:        {self.config.to_dict()}\n"
-                "use another checkpoint_dir or delete the old checkpoint"
+        if self.rank == 0:
+            remove_stale_temporaries(self.checkpoint_path.parent, r"\." + re.escape(self.checkpoint_path.name) + r"\.(\d+)\.tmp")
+        if not self.checkpoint_path.exists():
+            return False
+        ckpt = read_checkpoint(self.checkpoint_path, map_location=self.device)
+        now = self.fingerprints()
+        stored = ckpt.get("fingerprints", {})
+        differs = [k for k in ("config", "model", "data", "user") if stored.get(k) != now[k]]
+        if differs:
+            detail = {
+                "config": f"training configuration (checkpoint: {stored.get('config')}; now: {now['config']})",
+                "model": "model (its structure, options or parameter shapes)",
+                "data": "data (the training examples, batch size or sampler seed)",
+                "user": f"run fingerprint (checkpoint: {stored.get('user')}; now: {now['user']})",
+            }
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_path} belongs to another run: its "
+                + "; ".join(detail[k] for k in differs)
+                + " differ(s) from this one. Delete it or choose another checkpoint_dir"
             )
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_path} belongs to another run: its parameters do not fit this model "
+                f"({str(exc).splitlines()[0][:300]}). Delete it or choose another checkpoint_dir"
+            ) from exc
         self.step, self.history, self.wall_time = ckpt["step"], ckpt["history"], ckpt["wall_time"]
         rngs = ckpt["rng"]
         if len(rngs) != self.world:
-            raise ValueError(f"checkpoint was written by {len(rngs)} process(es), now running {self.world}")
+            raise CheckpointError(f"checkpoint was written by {len(rngs)} process(es), now running {self.world}")
         _set_rng_state(rngs[self.rank])
         return True
 
@@ -282,43 +460,69 @@ class Trainer:
         self.model.train()
         return metrics
 
-    def _install_sigint(self):
-        """First Ctrl-C: finish the current step, checkpoint, stop.  Second: stop at once."""
+    @contextlib.contextmanager
+    def _step_errors(self, where: str):
+        """Any error inside a step becomes a :class:`TrainingError` naming the step (the cause chained)."""
+        try:
+            yield
+        except (TrainingError, CheckpointError):
+            raise
+        except Exception as exc:
+            raise TrainingError(f"training failed at {where}: {type(exc).__name__}: {exc}") from exc
+
+    STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, n))
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """First SIGINT / SIGTERM / SIGUSR1: finish the current step, checkpoint, stop.  Second: stop at once."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
 
         def handler(signum, frame):
             if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
+                raise TrainingInterrupted(f"{signal.Signals(signum).name} received twice: stopped at once")
+            self._stop_requested = signal.Signals(signum).name
 
-        previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, handler)
+        previous = {}
+        for sig in self.STOP_SIGNALS:
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
         return previous
 
     def fit(self) -> list[dict[str, float]]:
         """Train to ``config.steps`` (resuming from the checkpoint if there is one); returns history.
 
-        Interrupting (Ctrl-C, or a Jupyter kernel interrupt) finishes the current step, writes a
-        checkpoint and raises ``KeyboardInterrupt``; calling ``fit()`` again resumes exactly.
+        Interrupting (Ctrl-C, a Jupyter kernel interrupt, SIGTERM or SIGUSR1 from a scheduler)
+        finishes the current step, writes a checkpoint and raises :class:`TrainingInterrupted` (a
+        ``KeyboardInterrupt``); calling ``fit()`` again resumes exactly.
         """
-        previous = self._install_sigint()
+        previous = self._install_signal_handlers()
         try:
             return self._fit()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop after this step; under DDP every rank stops at the same step."""
+        if self.world == 1:
+            return bool(self._stop_requested)
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0 and not self._stop_requested:
+            self._stop_requested = "a signal on another rank"
+        return flag.item() > 0
 
     def _fit(self) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
 
         cfg = self.config
+        self.fingerprints()  # collective under DDP: every rank computes it here, before rank 0 needs it to save
         resumed = self.load_checkpoint()
         if not resumed:
             torch.manual_seed(cfg.seed + self.rank)
             # one gradient-free pass so data-dependent initialisation (ActNorm) happens before DDP
             # broadcasts rank 0's parameters to every process
-            with torch.no_grad():
+            with torch.no_grad(), self._step_errors("initialisation (the gradient-free pass on batch 0)"):
                 self.loss_fn(self.model, _to_device(self.batches(0), self.device))
         self.model.train()
         self._runner = self._build_runner()
@@ -331,23 +535,25 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 self._between_steps = False
-                batch = _to_device(self.batches(self.step), self.device)
-                loss = self.loss_fn(self._runner, batch)
-                loss_value = loss.item()  # one device sync per value, checked on the host
-                if not math.isfinite(loss_value):
-                    raise NonFiniteError(f"non-finite loss ({loss_value}) at step {self.step + 1}")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(params, max_norm).item()
-                if not math.isfinite(grad_norm):
-                    raise NonFiniteError(f"non-finite gradient norm ({grad_norm}) at step {self.step + 1}")
-                self.optimizer.step()
+                with self._step_errors(f"step {self.step + 1}"):
+                    batch = _to_device(self.batches(self.step), self.device)
+                    loss = self.loss_fn(self._runner, batch)
+                    loss_value = loss.item()  # one device sync per value, checked on the host
+                    if not math.isfinite(loss_value):
+                        raise NonFiniteError(f"non-finite loss ({loss_value}) at step {self.step + 1}")
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = nn.utils.clip_grad_norm_(params, max_norm).item()
+                    if not math.isfinite(grad_norm):
+                        raise NonFiniteError(f"non-finite gradient norm ({grad_norm}) at step {self.step + 1}")
+                    self.optimizer.step()
                 self.step += 1
                 self._between_steps = True
                 self.wall_time = time.perf_counter() - t0
                 metrics = {"step": self.step, "loss": loss_value, "grad_norm": grad_norm}
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                    metrics.update(self._evaluate())
+                    with self._step_errors(f"the evaluation after step {self.step}"):
+                        metrics.update(self._evaluate())
                 if self.step % cfg.log_every == 0 or len(metrics) > 3:
                     self.history.append({**metrics, "wall_time": self.wall_time})
                 bar.update(1)
@@ -356,8 +562,9 @@ class Trainer:
                     cb(self, self.step, metrics)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
-                if self._stop_requested:
-                    raise KeyboardInterrupt(f"interrupted after step {self.step}")
+                if self._stop_agreed():
+                    raise TrainingInterrupted(f"interrupted by {self._stop_requested} after step {self.step}; checkpointed"
+                                              if self.checkpoint_path else f"interrupted by {self._stop_requested} after step {self.step}")
         except KeyboardInterrupt:
             bar.close()
             self._stop_requested = False

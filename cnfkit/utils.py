@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["seed_everything", "default_device", "resolve_device", "module_device", "randn", "rand", "num_parameters", "set_threads"]
+__all__ = ["seed_everything", "default_device", "resolve_device", "module_device", "randn", "rand", "num_parameters", "set_threads", "remove_stale_temporaries"]
 
 
 def seed_everything(seed: int) -> None:
@@ -77,3 +79,28 @@ def rand(shape, *, generator: torch.Generator | None = None, device=None, dtype=
 def num_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def remove_stale_temporaries(folder: Path, pattern: str) -> list[Path]:
+    """Delete temporaries in ``folder`` left by killed writers: files matching the regex ``pattern``
+    whose group 1 is the writer's pid, when that process no longer runs (or is this one).  Returns them."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    rx = re.compile(pattern)
+    for p in folder.iterdir():
+        m = rx.fullmatch(p.name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # that writer is still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, owned by someone else
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

@@ -94,3 +94,26 @@ def test_pad_and_crop():
     torch.testing.assert_close(crop_to(padded, size), img)
     with pytest.raises(ValueError):
         pad_to_multiple(img, 0)
+
+
+def test_parts_of_killed_downloads_are_removed_on_the_next_start(tmp_path, monkeypatch):
+    monkeypatch.delenv("CNFKIT_DATA_MIRROR", raising=False)
+    spec = _spec(tmp_path, {"a.bin": b"hello"})
+    folder = tmp_path / "root" / "Fake"
+    folder.mkdir(parents=True)
+    pid = 4_000_000
+    while True:  # a pid that runs nothing: the downloader that left this was killed
+        try:
+            os.kill(pid, 0)
+            pid += 1
+        except ProcessLookupError:
+            break
+    stale = folder / f"a.bin.{pid}.k2j4_x.part"
+    stale.write_bytes(b"hel")
+    dataset_dir(spec, root=tmp_path / "root", download=True, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.bin"]
+
+
+def test_missing_mirror_folder_is_named(tmp_path):
+    with pytest.raises(DatasetError, match=r"offline mirror folder .*nowhere does not exist"):
+        dataset_dir("MNIST", root=tmp_path / "root", mirror=tmp_path / "nowhere")

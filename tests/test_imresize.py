@@ -96,3 +96,29 @@ def test_bad_arguments():
         imresize(torch.rand(4, 4), -0.5)
     with pytest.raises(ValueError, match="uint8"):
         imresize(torch.zeros(4, 4, dtype=torch.int32), 0.5)
+
+
+def test_uint8_rounds_after_each_dimension_like_matlab():
+    """MATLAB keeps a uint8 image uint8 after each 1-D pass: round (half away from zero) and clip twice."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (48, 64)).astype(np.float64)  # rows 48, cols 64
+    for scale in (0.5, 2.0, 0.37):
+        rows = np.stack([_matlab_loop(img[:, j], scale) for j in range(img.shape[1])], axis=1)  # rows first (equal scales)
+        rows = np.clip(np.floor(rows + 0.5), 0, 255)
+        both = np.stack([_matlab_loop(rows[i], scale) for i in range(rows.shape[0])], axis=0)
+        expected = np.clip(np.floor(both + 0.5), 0, 255)
+        ours = imresize(torch.tensor(img).to(torch.uint8), scale).numpy()
+        np.testing.assert_array_equal(ours, expected.astype(np.uint8))
+
+
+def test_bad_sizes_and_scales_are_refused():
+    img = torch.rand(8, 8)
+    with pytest.raises(ValueError, match="two positive ints"):
+        imresize(img, output_size=(4.5, 4))
+    with pytest.raises(ValueError, match="two positive ints"):
+        imresize(img, output_size=(4,))
+    for bad in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ValueError, match="finite positive"):
+            imresize(img, bad)
+    with pytest.raises(ValueError, match="NaN"):
+        imresize(torch.full((8, 8), float("nan")), 0.5)

@@ -31,7 +31,7 @@ def test_stable_gradients_far_in_the_tails_and_mode():
     lp = discretized_logistic_log_prob(torch.tensor([10.0, 200.0], dtype=torch.float64), mean, log_scale)
     lp.sum().backward()
     assert torch.isfinite(lp).all() and torch.isfinite(mean.grad).all() and torch.isfinite(log_scale.grad).all()
-    assert discretized_logistic_mode(torch.tensor([-1.0, 0.0, 1.0, 0.001])).tolist() == [0.0, 128.0, 255.0, 128.0]
+    assert discretized_logistic_mode(torch.tensor([-1.0, 0.0, 1.0, 0.001]), torch.full((4,), -5.0)).tolist() == [0.0, 128.0, 255.0, 128.0]
 
 
 def test_rejects_non_levels():
@@ -39,3 +39,24 @@ def test_rejects_non_levels():
         discretized_logistic_log_prob(torch.tensor([0.5]), torch.tensor(0.0), torch.tensor(0.0))
     with pytest.raises(ValueError, match="integer levels"):
         discretized_logistic_log_prob(torch.tensor([256.0]), torch.tensor(0.0), torch.tensor(0.0))
+
+
+def test_mode_is_the_exact_argmax_over_levels():
+    """Near the edges the open-ended first/last bins can beat the bin holding the mean."""
+    # the audit's case: mean on level 1, scale 0.0101 -> level 0 (P = 0.40) beats level 1 (P = 0.19)
+    mean = levels_to_unit(torch.tensor([1.0], dtype=torch.float64))
+    log_scale = torch.log(torch.tensor([0.0101], dtype=torch.float64))
+    lp = discretized_logistic_log_prob(torch.arange(256, dtype=torch.float64)[:, None], mean, log_scale)
+    assert int(torch.argmax(lp[:, 0])) == 0 and lp[0, 0].exp() > 0.39 and lp[1, 0].exp() < 0.2
+    assert discretized_logistic_mode(mean, log_scale).item() == 0.0
+    # brute force on many random (mean, scale), dense near both edges and with tiny scales
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    mean = torch.cat([torch.rand(n, generator=g, dtype=torch.float64) * 2.2 - 1.1,
+                      -1 + torch.rand(n, generator=g, dtype=torch.float64) * 0.05,
+                      1 - torch.rand(n, generator=g, dtype=torch.float64) * 0.05])
+    log_scale = torch.rand(3 * n, generator=g, dtype=torch.float64) * 7 - 7.5
+    levels = torch.arange(256, dtype=torch.float64)[:, None]
+    brute = torch.argmax(discretized_logistic_log_prob(levels, mean[None], log_scale[None]), dim=0).double()
+    fast = discretized_logistic_mode(mean, log_scale)
+    assert torch.equal(fast, brute)

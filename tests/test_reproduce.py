@@ -50,3 +50,42 @@ def test_only_declared_parameters_are_injected(tmp_path):
 def test_unknown_profile_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown profile"):
         reproduce.run("medium", root=tmp_path)
+
+
+def test_only_refuses_unknown_or_missing_names(tmp_path, capsys):
+    (tmp_path / "notebooks").mkdir()
+    _notebook(tmp_path / "notebooks" / "00_demo.ipynb", "pass")
+    assert reproduce.run("smoke", only=["07"], root=tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "'07'" in err and "00_demo" in err
+    assert reproduce.run("smoke", only=[], root=tmp_path) == 2
+    assert "at least one" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # the command line: exit non-zero, never 0
+        raise SystemExit(reproduce.main(["--profile", "smoke", "--only", "nonexistent_notebook"]))
+    assert exc.value.code != 0
+
+
+@pytest.mark.slow
+def test_failed_rerun_invalidates_the_stamp(tmp_path, capsys):
+    """A --force rerun that fails (or is killed) must not leave the old 'complete' stamp behind."""
+    (tmp_path / "notebooks").mkdir()
+    body = "from pathlib import Path\nif (Path(results_dir) / 'fail').exists(): raise RuntimeError('injected')"
+    _notebook(tmp_path / "notebooks" / "00_demo.ipynb", body)
+    assert reproduce.run("smoke", root=tmp_path) == 0
+    (tmp_path / "results" / "smoke" / "fail").write_text("")
+    assert reproduce.run("smoke", root=tmp_path, force=True) == 1
+    (tmp_path / "results" / "smoke" / "fail").unlink()
+    capsys.readouterr()
+    assert reproduce.run("smoke", root=tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "[run ] 00_demo.ipynb" in out and "[skip]" not in out
+
+
+@pytest.mark.slow
+def test_dead_kernel_is_reported_like_a_failing_cell(tmp_path, capsys):
+    (tmp_path / "notebooks").mkdir()
+    _notebook(tmp_path / "notebooks" / "00_oom.ipynb", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert reproduce.run("smoke", root=tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "FAILED: 00_oom.ipynb, cell" in err and "DeadKernelError" in err and "kernel died" in err
+    assert not (tmp_path / "results" / "smoke" / ".stamps" / "00_oom.json").exists()

@@ -126,3 +126,39 @@ def test_drive_batches_are_deterministic_augmented_crops():
     x2, y2 = batches(3)
     assert torch.equal(x, x2) and torch.equal(y, y2)  # a pure function of the step (exact resumption)
     assert not torch.equal(batches(4)[0], x)
+
+
+def test_drive_bpd_is_one_definition_for_every_model():
+    """Every Table 3 model is scored on the whole padded label map, divided by its pixel count; the
+    FOV mask (used for PR curves and F-scores) does not enter bits/dim."""
+    import math
+
+    from cnfkit.data.drive import DriveSplit
+    from cnfkit.data.transforms import pad_to_multiple
+    from cnfkit.experiments import drive
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(2, 3, 30, 30, generator=g)
+    labels = (imgs[:, :1] > 0.7).float()
+    fov = torch.zeros_like(labels)
+    fov[..., 5:25, 5:25] = 1
+    cfg = drive.CONFIGS["smoke"].replace(test_images=2)
+    split_fov = DriveSplit(imgs, labels, fov, ["a", "b"])
+    split_all = DriveSplit(imgs, labels, torch.ones_like(labels), ["a", "b"])
+    torch.manual_seed(0)
+    factored = drive.build_model("factored", cfg).eval()
+    x_pad, _ = pad_to_multiple(imgs, 4)
+    y_pad, _ = pad_to_multiple(labels, 4)
+    with torch.no_grad():
+        ll = weighted_bernoulli_log_likelihood(factored.logits(x_pad), y_pad, cfg.beta)
+    expected = float((-ll / math.log(2) / y_pad[0].numel()).mean())
+    assert drive.evaluate("factored", factored, split_fov, cfg, seed=0)["bpd"] == pytest.approx(expected, rel=1e-6)
+    cnf = drive.build_model("cnf_uniform", cfg).eval()
+    with torch.no_grad():
+        cnf(y_pad, x_pad)  # initialise
+    bpd = []
+    for split in (split_fov, split_all):
+        torch.manual_seed(1)
+        bpd.append(drive.evaluate("cnf_uniform", cnf, split, cfg, seed=0)["bpd"])
+    assert bpd[0] == pytest.approx(bpd[1], rel=1e-6)
+    assert "whole label map" in drive.BPD_DEFINITION

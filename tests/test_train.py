@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cnfkit.profiles import ProfileError
-from cnfkit.train import EpochSampler, NonFiniteError, Trainer, TrainConfig, train_steps
+from cnfkit import VectorFlow
+from cnfkit.train import CheckpointError, EpochSampler, NonFiniteError, Trainer, TrainConfig, TrainingError, TrainingInterrupted, read_checkpoint, train_steps
 
 from .train_fixtures import config, loss_fn, make_problem, sampler
 
@@ -50,7 +51,7 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "b", config(), callbacks=[interrupt])
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 5
+    assert read_checkpoint(tmp_path / "b" / "last.pt")["step"] == 5
     resumed, trainer = _run(tmp_path / "b", config())
     assert trainer.step == 10
     _assert_same(_params(resumed), _params(reference))
@@ -65,21 +66,21 @@ def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path):
 
     with pytest.raises(RuntimeError):
         _run(tmp_path / "b", config(), callbacks=[crash])
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 6
+    assert read_checkpoint(tmp_path / "b" / "last.pt")["step"] == 6
     resumed, _ = _run(tmp_path / "b", config())
     _assert_same(_params(resumed), _params(reference))
 
 
 def test_checkpoint_with_other_config_is_refused(tmp_path):
     _run(tmp_path, config(steps=3))
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(CheckpointError, match="belongs to another run: its training configuration"):
         _run(tmp_path, config(steps=3, lr=0.5))
 
 
 def test_train_steps_checkpoints_and_reuses_a_finished_run(tmp_path):
     model, x, y = make_problem()
     _, wall = train_steps(model, loss_fn, sampler(x, y), steps=20, lr=1e-2, seed=5, checkpoint_dir=tmp_path, progress=False, device="cpu")
-    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    ckpt = read_checkpoint(tmp_path / "last.pt")
     assert ckpt["step"] == 20 and ckpt["config"]["checkpoint_every"] == 1  # steps // 20 by default
     fresh, _, _ = make_problem(seed=1)  # other initial parameters: the checkpoint must replace them
     calls = []
@@ -159,6 +160,151 @@ def test_ddp_two_cpu_processes_with_interrupt_and_resume(tmp_path):
     p0 = torch.load(tmp_path / "params_rank0.pt")
     p1 = torch.load(tmp_path / "params_rank1.pt")
     _assert_same(p0, p1)
-    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    ckpt = read_checkpoint(tmp_path / "last.pt")
     assert ckpt["step"] == 8 and len(ckpt["rng"]) == 2
     _assert_same(ckpt["model"], p0)
+
+
+# --- faults: pre-emption, errors that name the step, full disk, stale temporaries, other runs ----
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1", "SIGINT"])
+def test_preemption_signal_checkpoints_and_resumes_exactly(tmp_path, signame):
+    """What a scheduler sends before pre-empting a job: finish the step, checkpoint, stop; resume exactly.
+    With checkpoint_every=0 nothing would be saved otherwise."""
+    import os
+    import signal
+
+    reference, _ = _run(tmp_path / "a", config(checkpoint_every=0))
+
+    def preempt(trainer, step, metrics):
+        if step == 4:
+            os.kill(os.getpid(), getattr(signal, signame))
+
+    with pytest.raises(TrainingInterrupted, match=f"{signame} after step 4"):
+        _run(tmp_path / "b", config(checkpoint_every=0), callbacks=[preempt])
+    assert read_checkpoint(tmp_path / "b" / "last.pt")["step"] == 4
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored after fit()
+    resumed, trainer = _run(tmp_path / "b", config(checkpoint_every=0))
+    assert trainer.step == 10
+    _assert_same(_params(resumed), _params(reference))
+
+
+def test_nan_in_a_batch_names_the_step(tmp_path):
+    model, x, y = make_problem()
+    s = sampler(x, y)
+
+    def batches(step):
+        xb, yb = s(step)
+        return (xb, yb * float("nan")) if step == 2 else (xb, yb)
+
+    with pytest.raises(TrainingError, match=r"step 3: ValueError: y contains NaN"):
+        Trainer(model, loss_fn, batches, config(), progress=False).fit()
+
+
+def test_overflowing_learning_rate_names_the_step(tmp_path):
+    model, x, y = make_problem()
+    with pytest.raises(TrainingError, match=r"step \d+"):
+        Trainer(model, loss_fn, sampler(x, y), config(lr=1e12, steps=50), progress=False).fit()
+
+
+def test_full_disk_names_the_checkpoint_and_the_cause(tmp_path, monkeypatch):
+    from cnfkit import train as train_mod
+
+    _run(tmp_path, config(steps=3, checkpoint_every=0))
+    good = (tmp_path / "last.pt").read_bytes()
+    monkeypatch.setattr(train_mod, "_open_for_write", lambda p: open("/dev/full", "wb"))  # a real ENOSPC
+    with pytest.raises(CheckpointError, match=r"last.pt: no space left on device"):
+        train_mod.atomic_save({"x": torch.zeros(1000)}, tmp_path / "last.pt")
+    assert (tmp_path / "last.pt").read_bytes() == good  # the previous checkpoint is intact
+    assert not list(tmp_path.glob(".last.pt.*.tmp"))
+
+
+def _dead_pid() -> int:
+    import os
+
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid += 1
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
+    import os
+
+    tmp_path.mkdir(exist_ok=True)
+    stale = [tmp_path / f".last.pt.{_dead_pid()}.tmp", tmp_path / f".last.pt.{os.getpid()}.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    alive = tmp_path / f".last.pt.{os.getppid()}.tmp"  # a writer that still runs: left alone
+    alive.write_bytes(b"in progress")
+    _run(tmp_path, config(steps=2, checkpoint_every=0))
+    assert not any(p.exists() for p in stale) and alive.exists()
+
+
+def test_checkpoint_of_another_run_is_refused_saying_what_differs(tmp_path):
+    _run(tmp_path, config(steps=3))
+    # same parameter shapes, other coupling scale function
+    model, x, y = make_problem()
+    other = VectorFlow(2, cond_dim=1, blocks=2, hidden=16, actnorm=True, scale="sigmoid")
+    with pytest.raises(CheckpointError, match="another run: its model"):
+        Trainer(other, loss_fn, sampler(x, y), config(steps=3), checkpoint_dir=tmp_path, progress=False).fit()
+    # other parameter shapes: the same clear message, not load_state_dict's
+    wider = VectorFlow(2, cond_dim=1, blocks=2, hidden=32, actnorm=True)
+    with pytest.raises(CheckpointError, match="another run: its model"):
+        Trainer(wider, loss_fn, sampler(x, y), config(steps=3), checkpoint_dir=tmp_path, progress=False).fit()
+    # other data, batch size, sampler seed
+    for batches in (sampler(x, y + 1), sampler(x, y, batch_size=8), EpochSampler((x, y), batch_size=16, seed=4)):
+        model, _, _ = make_problem()
+        with pytest.raises(CheckpointError, match="another run: its data"):
+            Trainer(model, loss_fn, batches, config(steps=3), checkpoint_dir=tmp_path, progress=False).fit()
+    # a user fingerprint (e.g. the experiment's configuration)
+    model, _, _ = make_problem()
+    with pytest.raises(CheckpointError, match="run fingerprint"):
+        Trainer(model, loss_fn, sampler(x, y), config(steps=3), checkpoint_dir=tmp_path, progress=False, fingerprint={"beta": 0.9}).fit()
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    _run(tmp_path, config(steps=3))
+    data = bytearray((tmp_path / "last.pt").read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    (tmp_path / "last.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        _run(tmp_path, config(steps=3))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_carrying_pickled_code_is_refused_and_never_runs(tmp_path):
+    import hashlib
+    import io
+
+    from cnfkit.train import _MAGIC
+
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save({"model": {}, "evil": _Payload(marker)}, buf)
+    payload = buf.getvalue()
+    # a valid checksum header: only weights_only stands between the file and the payload
+    (tmp_path / "last.pt").write_bytes(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    with pytest.raises(CheckpointError, match="could run code"):
+        read_checkpoint(tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="could run code"):
+        _run(tmp_path, config(steps=3))
+    (tmp_path / "plain.pt").write_bytes(payload)  # a bare torch.save file: refused before unpickling
+    with pytest.raises(CheckpointError, match="not a cnfkit checkpoint"):
+        read_checkpoint(tmp_path / "plain.pt")
+    assert not marker.exists()

@@ -12,8 +12,9 @@ other boundary handling).  The algorithm, per dimension, as in MATLAB's ``contri
 * indices outside the image are mirrored (``1 2 ... n n ... 2 1``);
 * dimensions are processed in order of increasing scale (rows first when equal).
 
-Computation is in float64; integer (uint8) input is rounded and clipped once at the end.  (MATLAB
-may round integer images after each dimension, which can change a few pixels by 1.)
+Computation is in float64.  uint8 input follows MATLAB, whose output class is the input's after
+*each* dimension: the intermediate image is rounded (half away from zero) and clipped to [0, 255]
+after the first dimension as well as at the end.  Float input is never rounded.
 """
 
 from __future__ import annotations
@@ -73,22 +74,31 @@ def imresize(img: Tensor, scale: float | None = None, output_size: tuple[int, in
     if (scale is None) == (output_size is None):
         raise ValueError("give exactly one of scale or output_size")
     h, w = img.shape[-2:]
+    if min(h, w) < 1:
+        raise ValueError(f"imresize needs a non-empty image, got shape {tuple(img.shape)}")
     if scale is not None:
-        if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"scale must be a finite positive number, got {scale!r}")
         scales = (float(scale), float(scale))
         sizes = (math.ceil(scale * h), math.ceil(scale * w))
     else:
-        sizes = tuple(int(s) for s in output_size)
-        if min(sizes) < 1:
-            raise ValueError(f"output_size must be positive, got {output_size}")
+        sizes = tuple(output_size)
+        if len(sizes) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+            raise ValueError(f"output_size must be two positive ints (H, W), got {output_size!r}")
         scales = (sizes[0] / h, sizes[1] / w)
     integer = not img.is_floating_point()
     if integer and img.dtype != torch.uint8:
         raise ValueError(f"integer images must be uint8, got {img.dtype}")
+    if not integer and not torch.isfinite(img).all():
+        raise ValueError("imresize: the image contains NaN or Inf values")
     out = img.to(torch.float64)
     for d in sorted((0, 1), key=lambda i: scales[i]):
         out = _resize_dim(out, img.dim() - 2 + d, sizes[d], scales[d], antialias)
-    if integer:
-        return out.round().clamp(0, 255).to(torch.uint8)
-    return out.to(img.dtype)
+        if integer:  # MATLAB: a uint8 image stays uint8 after every dimension
+            out = _round_uint8(out)
+    return out.to(torch.uint8) if integer else out.to(img.dtype)
+
+
+def _round_uint8(t: Tensor) -> Tensor:
+    """MATLAB's conversion to uint8: round half away from zero, saturate to [0, 255] (values stay float64)."""
+    return torch.floor(t + 0.5).clamp(0, 255)

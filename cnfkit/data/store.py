@@ -18,11 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+from ..utils import remove_stale_temporaries
 
 __all__ = [
     "DatasetError",
@@ -136,15 +139,21 @@ def _problems(folder: Path, spec: DatasetSpec) -> list[str]:
     return [msg for f in spec.files if (msg := _file_problem(folder / f.path, f))]
 
 
+def remove_stale_parts(dest: Path) -> list[Path]:
+    """Delete ``<dest>.<pid>.<random>.part`` files of downloads whose process is gone (killed mid-download)."""
+    return remove_stale_temporaries(dest.parent, re.escape(dest.name) + r"\.(\d+)\.[^.]+\.part")
+
+
 def _download(spec: DatasetSpec, f: FileSpec, dest: Path, progress: bool = True) -> None:
     """Download one file into ``dest`` atomically (temp file, sha256 check, rename)."""
     from tqdm.auto import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(dest)
     errors = []
     for base in spec.urls:
         url = base + Path(f.path).name
-        fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{dest.name}.{os.getpid()}.", suffix=".part", dir=dest.parent)
         try:
             h = hashlib.sha256()
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
@@ -194,6 +203,12 @@ def dataset_dir(
     else:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
     root_p, mirror_p = data_root(root), mirror_root(mirror)
+    if mirror_p is not None and not mirror_p.is_dir():
+        raise DatasetError(
+            f"the offline mirror folder {mirror_p} does not exist (set by {'mirror=' if mirror is not None else 'CNFKIT_DATA_MIRROR'}); "
+            "point CNFKIT_DATA_MIRROR at an existing folder that holds the datasets, or unset it to use the data root "
+            f"{root_p}.\n{_how(spec, root_p, None)}"
+        )
     found: list[str] = []
     for base in ([mirror_p] if mirror_p else []) + [root_p]:
         folder = base / spec.name
