@@ -172,6 +172,10 @@ class FactoredBernoulli(nn.Module):
         )
 
     def logits(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[0] == 0:
+            raise ValueError(f"x must be a non-empty batch of images [B, C, H, W], got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or Inf values")
         if x.shape[-1] % 4 or x.shape[-2] % 4:
             raise ValueError(f"image size must be divisible by 4, got {tuple(x.shape[-2:])}")
         h4, h7 = self.conditioner(x)

@@ -126,6 +126,11 @@ class FactorizedLogisticSR(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(context, hidden, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 4 * 6, 3, padding=1))
 
     def params(self, x_lr: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-subpixel means in [-1.05, 1.05] and log-scales of the HR image of ``x_lr`` [B, 3, h, w]."""
+        if x_lr.dim() != 4 or x_lr.shape[1] != 3 or x_lr.shape[0] == 0:
+            raise ValueError(f"x_lr must be a non-empty batch of RGB images [B, 3, h, w], got {tuple(x_lr.shape)}")
+        if x_lr.is_floating_point() and not torch.isfinite(x_lr).all():
+            raise ValueError("x_lr contains NaN or Inf values")
         p = F.pixel_shuffle(self.head(self.conditioner(_lr_input(x_lr))), 2)
         mean, log_scale = p.chunk(2, dim=1)
         # means may sit slightly beyond the outermost bin centres (+-1); scales are floored for stability

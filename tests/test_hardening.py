@@ -184,6 +184,8 @@ def test_factorized_logistic_refuses_misshapen_y():
         m(y[:, :, :4, :4], x)
     with pytest.raises(ValueError, match="integer levels"):
         m(torch.full_like(y, float("nan")), x)
+    with pytest.raises(ValueError, match="NaN"):
+        m.mode(torch.full_like(x, float("nan")))  # the CNF refuses a NaN input too
     flow = SRFlow(levels=2, steps=1, hidden=4, rrdb_blocks=1, growth=4, nf=4, context=4)
     with pytest.raises(ValueError, match="shape"):
         flow(y[:1], x)
@@ -205,6 +207,8 @@ def test_factored_bernoulli_refuses_misshapen_non_binary_or_nan_y():
         m(y * 0.5, x)
     with pytest.raises(ValueError, match="NaN"):
         m(torch.full_like(y, float("nan")), x)
+    with pytest.raises(ValueError, match="NaN"):
+        m.soft_map(torch.full_like(x, float("nan")))
     logits = torch.randn(3, 1, 8, 8)
     for fn in (weighted_bernoulli_log_likelihood, weighted_cross_entropy):
         with pytest.raises(ValueError, match="shape"):
