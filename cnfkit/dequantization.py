@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .utils import rand
+
 __all__ = ["UniformDequantizer", "VariationalDequantizer", "BinaryDequantizer", "SqueezeContext", "check_binary"]
 
 
@@ -85,9 +87,12 @@ class UniformDequantizer(nn.Module):
         self.n_bins, self.scale = n_bins, scale
         self._log_jac = math.log(n_bins) if scale else 0.0
 
-    def forward(self, y: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, h: Tensor | None = None, generator=None) -> tuple[Tensor, Tensor]:
+        """``(v, log q(v | y))``; the noise from ``generator`` (a list: one per row; ``None``: torch's global RNG)."""
         _check_levels(y, self.n_bins)
-        v = y + torch.rand_like(y, dtype=torch.get_default_dtype() if not y.is_floating_point() else y.dtype)
+        dtype = torch.get_default_dtype() if not y.is_floating_point() else y.dtype
+        noise = torch.rand_like(y, dtype=dtype) if generator is None else rand(y.shape, generator=generator, device=y.device, dtype=dtype)
+        v = y + noise
         if self.scale:
             v = v / self.n_bins
         return v, torch.full((y.shape[0],), y[0].numel() * self._log_jac, dtype=v.dtype, device=v.device)
@@ -109,11 +114,11 @@ class _FlowDequantizer(nn.Module):
         y = y.to(torch.get_default_dtype()) if not y.is_floating_point() else y
         return y if h is None else torch.cat([y, h.to(y.dtype)], dim=1)
 
-    def _rsample(self, y: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _rsample(self, y: Tensor, h: Tensor | None, generator=None) -> tuple[Tensor, Tensor]:
         ctx = self._context(y, h)
         if ctx.dim() == 4:
-            return self.noise_flow.rsample(ctx, size=tuple(y.shape[-2:]))
-        return self.noise_flow.rsample(ctx)
+            return self.noise_flow.rsample(ctx, size=tuple(y.shape[-2:]), generator=generator)
+        return self.noise_flow.rsample(ctx, generator=generator)
 
 
 class VariationalDequantizer(_FlowDequantizer):
@@ -123,9 +128,9 @@ class VariationalDequantizer(_FlowDequantizer):
         super().__init__(noise_flow)
         self.n_bins = n_bins
 
-    def forward(self, y: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, h: Tensor | None = None, generator=None) -> tuple[Tensor, Tensor]:
         _check_levels(y, self.n_bins)
-        s, log_qs = self._rsample(y, h)
+        s, log_qs = self._rsample(y, h, generator)
         v = (y + torch.sigmoid(s)) / self.n_bins
         # log|dv/ds| = log sigmoid(s) + log(1 - sigmoid(s)) - log n_bins
         log_det = _per_sample(-F.softplus(-s) - F.softplus(s)) - y[0].numel() * math.log(self.n_bins)
@@ -155,9 +160,9 @@ class BinaryDequantizer(_FlowDequantizer):
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.eps = eps
 
-    def forward(self, y: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, h: Tensor | None = None, generator=None) -> tuple[Tensor, Tensor]:
         check_binary(y)
-        s, log_qs = self._rsample(y, h)
+        s, log_qs = self._rsample(y, h, generator)
         sign = 2 * y.to(s.dtype) - 1
         v = 0.5 + sign * (F.softplus(s) + self.eps)
         return v, log_qs + _per_sample(F.softplus(-s))  # - sum log sigmoid(s)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import nets
+from .nets import Shared
 from .layers import ActNorm, AffineCoupling, FlowSequential, NetFactory, Permutation, Squeeze, actnorm_init_guard, flow_step
 from .metrics import bits_per_dim
 from .priors import DiagonalGaussian, SplitPrior
@@ -185,10 +186,12 @@ class ConditionalFlow(nn.Module):
             raise ValueError(f"the conditioner returned {len(hs)} feature maps for {self.num_levels} levels")
         return hs
 
-    def _resize_features(self, hs: list[Tensor] | None, size: tuple[int, int], batch: int | None) -> list[Tensor | None]:
+    def _resize_features(self, hs: list[Tensor] | None, size: tuple[int, int], batch: int | None, repeats: int = 1) -> list:
+        """Features at each level's resolution; with ``repeats > 1`` each row serves ``repeats``
+        consecutive rows of the latent, wrapped in :class:`~cnfkit.nets.Shared`."""
         if hs is None:
             return [None] * self.num_levels
-        out: list[Tensor | None] = []
+        out: list = []
         for lvl, (f, c) in enumerate(zip(hs, self.cond_channels)):
             if f.dim() != 4 or f.shape[1] != c or (batch is not None and f.shape[0] != batch):
                 raise ValueError(
@@ -196,7 +199,8 @@ class ConditionalFlow(nn.Module):
                     f" got {tuple(f.shape)}"
                 )
             s = 2 ** (lvl + 1)
-            out.append(resize_features(f, (size[0] // s, size[1] // s)))
+            h = resize_features(f, (size[0] // s, size[1] // s))
+            out.append(Shared(h, repeats) if repeats > 1 else h)
         return out
 
     def features(self, x: Tensor | None, size: tuple[int, int], batch: int | None = None) -> list[Tensor | None]:
@@ -316,12 +320,12 @@ class ConditionalFlow(nn.Module):
         if x is None and num_samples is None and features is None:
             raise ValueError("pass x (conditional) or num_samples (unconditional)")
         raw = self._raw_features(x) if features is None else list(features)  # the conditioner runs once
+        repeats = 1
         if raw is not None:
             if not raw or raw[0].dim() < 1 or raw[0].shape[0] == 0:
                 raise ValueError("the conditioning features are empty: nothing to sample for")
-            if num_samples is not None:  # n samples per row: repeat the features, not the conditioner
-                raw = [f.repeat_interleave(num_samples, dim=0) for f in raw]
-            batch = raw[0].shape[0]
+            repeats = num_samples or 1  # n samples per row: the features (and their share of each network) once per row
+            batch = raw[0].shape[0] * repeats
         elif x is not None:
             batch = x.shape[0] * (num_samples or 1)
         else:
@@ -336,7 +340,7 @@ class ConditionalFlow(nn.Module):
             raise ValueError(f"sample size must be two positive ints (H, W), got {size}")
         if size[0] % m or size[1] % m:
             raise ValueError(f"sample size must be divisible by {m}, got {size}")
-        hs = self._resize_features(raw, size, batch)
+        hs = self._resize_features(raw, size, None if raw is None else raw[0].shape[0], repeats)
         top_shape = (batch, self.latent_channels[-1], size[0] // m, size[1] // m)
         top = self.top_prior.sample(top_shape, hs[-1], temperature, generator)
         return self._decode(top, [None] * (self.num_levels - 1), hs, temperature, generator, with_log_prob)

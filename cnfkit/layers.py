@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .nets import Shared, run_with_context
+
 __all__ = [
     "Bijection",
     "FlowSequential",
@@ -372,18 +374,21 @@ class _Coupling(Bijection):
     def _merge(self, active: Tensor, passive: Tensor) -> Tensor:
         return torch.cat((active, passive) if self.parity == 0 else (passive, active), dim=1)
 
-    def _net_input(self, passive: Tensor, cond: Tensor | None) -> Tensor:
+    def _run_net(self, passive: Tensor, cond) -> Tensor:
+        """``net([passive, cond])``; ``cond`` may be a :class:`~cnfkit.nets.Shared` (one map per group of rows)."""
         if self.cond_channels == 0:
-            return passive
+            return self.net(passive)
         if cond is None:
             raise ValueError(f"{type(self).__name__} was built with cond_channels={self.cond_channels} but got cond=None")
-        if cond.shape[0] != passive.shape[0] or cond.shape[1] != self.cond_channels or cond.shape[2:] != passive.shape[2:]:
+        feats = cond.features if isinstance(cond, Shared) else cond
+        rows = cond.rows if isinstance(cond, Shared) else cond.shape[0]
+        if rows != passive.shape[0] or feats.shape[1] != self.cond_channels or feats.shape[2:] != passive.shape[2:]:
             raise ValueError(
                 f"{type(self).__name__}: conditioning must have shape "
                 f"[{passive.shape[0]}, {self.cond_channels}, {', '.join(map(str, passive.shape[2:]))}]"
-                f" to match the input, got {tuple(cond.shape)}"
+                f" to match the input, got {tuple(feats.shape)}" + (f" shared by {cond.repeats} rows each" if isinstance(cond, Shared) else "")
             )
-        return torch.cat((passive, cond), dim=1)
+        return run_with_context(self.net, passive, cond)
 
 
 class AffineCoupling(_Coupling):
@@ -413,7 +418,7 @@ class AffineCoupling(_Coupling):
         return f"channels={self.channels}, cond_channels={self.cond_channels}, parity={self.parity}, scale={self.scale!r}"
 
     def _params(self, passive: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        shift, raw = self.net(self._net_input(passive, cond)).chunk(2, dim=1)
+        shift, raw = self._run_net(passive, cond).chunk(2, dim=1)
         s, log_s = self.scale_fn(raw)
         return shift, s, log_s
 
@@ -442,13 +447,13 @@ class AdditiveCoupling(_Coupling):
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
         active, passive = self._split(y)
-        shift = self.net(self._net_input(passive, cond))
+        shift = self._run_net(passive, cond)
         return self._merge(active + shift, passive), y.new_zeros(y.shape[0])
 
     def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_channels(z, self.channels, "input", self)
         active, passive = self._split(z)
-        shift = self.net(self._net_input(passive, cond))
+        shift = self._run_net(passive, cond)
         return self._merge(active - shift, passive), z.new_zeros(z.shape[0])
 
 

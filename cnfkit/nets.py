@@ -9,10 +9,78 @@ is close to the identity and a fresh prior is a standard normal (Glow).
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["ZeroConv2d", "zero_linear", "glow_net", "instance_net", "mlp", "net_factory"]
+__all__ = ["ZeroConv2d", "zero_linear", "glow_net", "instance_net", "mlp", "net_factory", "Shared", "run_with_context"]
+
+
+class Shared(NamedTuple):
+    """Conditioning shared by groups of consecutive rows: row ``i`` of the input uses ``features[i // repeats]``.
+
+    :meth:`cnfkit.flows.ConditionalFlow.sample` passes it when drawing ``repeats`` samples per input, so
+    the networks compute each image's share of their first layer once instead of once per sample."""
+
+    features: Tensor
+    repeats: int
+
+    @property
+    def rows(self) -> int:
+        return self.features.shape[0] * self.repeats
+
+    def materialize(self) -> Tensor:
+        return self.features.repeat_interleave(self.repeats, dim=0)
+
+
+def _first_layer_split(layer: nn.Module, x: Tensor | None, ctx: Tensor) -> tuple[Tensor | None, Tensor]:
+    """``layer(cat([x, ctx]))`` as ``(part from x incl. bias, part from ctx)``: exact for a linear layer."""
+    n_x = 0 if x is None else x.shape[1]
+    w = layer.weight
+    if isinstance(layer, nn.Conv2d):
+        conv = partial(F.conv2d, stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
+        from_ctx = conv(ctx, w[:, n_x:], None if n_x else layer.bias)
+        from_x = conv(x, w[:, :n_x], layer.bias) if n_x else None
+    else:
+        from_ctx = F.linear(ctx, w[:, n_x:], None if n_x else layer.bias)
+        from_x = F.linear(x, w[:, :n_x], layer.bias) if n_x else None
+    return from_x, from_ctx
+
+
+def _splittable(net: nn.Module) -> bool:
+    if not isinstance(net, nn.Sequential) or len(net) == 0:
+        return False
+    first = net[0]
+    if isinstance(first, nn.Conv2d):
+        return first.groups == 1 and first.padding_mode == "zeros" and not isinstance(first.padding, str)
+    return isinstance(first, nn.Linear)
+
+
+def run_with_context(net: nn.Module, x: Tensor | None, context: Tensor | Shared | None) -> Tensor:
+    """``net(cat([x, context], dim=1))`` (``x`` or ``context`` may be ``None``).
+
+    With a :class:`Shared` context and a network whose first layer is a convolution or linear map,
+    the context's contribution to that layer is computed once per group and repeated (the layer is
+    linear, so this is the same function, up to float rounding); other networks see the repeated context."""
+    if context is None:
+        return net(x)
+    if not isinstance(context, Shared):
+        return net(context if x is None else torch.cat([x, context], dim=1))
+    if x is not None and x.shape[0] != context.rows:
+        raise ValueError(f"shared conditioning for {context.rows} rows, got an input with {x.shape[0]}")
+    if x is None and not _splittable(net):
+        return net(context.features).repeat_interleave(context.repeats, dim=0)  # the output depends on the context only
+    if not _splittable(net):
+        return net(torch.cat([x, context.materialize()], dim=1))
+    from_x, from_ctx = _first_layer_split(net[0], x, context.features)
+    if from_x is None:
+        h = from_ctx.repeat_interleave(context.repeats, dim=0)
+    else:  # broadcast each group's share over its rows: no repeated copy
+        groups = from_ctx.shape[0]
+        h = (from_x.view(groups, context.repeats, *from_x.shape[1:]) + from_ctx.unsqueeze(1)).view(from_x.shape)
+    return net[1:](h)
 
 
 class ZeroConv2d(nn.Conv2d):

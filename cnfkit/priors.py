@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .layers import NetFactory
+from .nets import Shared, run_with_context
 from .utils import randn
 
 __all__ = ["DiagonalGaussian", "SplitPrior", "gaussian_log_prob", "standard_normal_log_prob"]
@@ -59,8 +60,11 @@ class DiagonalGaussian(nn.Module):
             self.net = None
             self.bias = nn.Parameter(torch.zeros(2 * channels))
 
-    def params(self, context: Tensor | None, like_shape: torch.Size | tuple[int, ...]) -> tuple[Tensor, Tensor]:
-        """Mean and log-std, broadcastable to a tensor of shape ``like_shape``."""
+    def params(self, context, like_shape: torch.Size | tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """Mean and log-std, broadcastable to a tensor of shape ``like_shape``.
+
+        ``context``: a tensor, a :class:`~cnfkit.nets.Shared` context (one map per group of rows), or
+        a pair ``(x, shared_or_tensor)`` that stands for their concatenation on the channel axis."""
         if self.net is None:
             p = self.bias.view((1, -1) + (1,) * (len(like_shape) - 2))
         else:
@@ -68,11 +72,14 @@ class DiagonalGaussian(nn.Module):
                 raise ValueError(
                     f"this prior is conditional (context_channels={self.context_channels}) but got no context"
                 )
-            if context.shape[1] != self.context_channels:
+            x, ctx = context if isinstance(context, tuple) and not isinstance(context, Shared) else (None, context)
+            feats = ctx.features if isinstance(ctx, Shared) else ctx
+            channels = feats.shape[1] + (0 if x is None else x.shape[1])
+            if channels != self.context_channels:
                 raise ValueError(
-                    f"prior context must have {self.context_channels} channels, got shape {tuple(context.shape)}"
+                    f"prior context must have {self.context_channels} channels, got {channels} (shape {tuple(feats.shape)})"
                 )
-            p = self.net(context)
+            p = run_with_context(self.net, x, ctx)
         mean, log_std = p.chunk(2, dim=1)
         return mean, log_std
 
@@ -90,6 +97,8 @@ class DiagonalGaussian(nn.Module):
         """Draw ``z = mu + temperature * sigma * eps`` of the given full shape ``[B, C, ...]``."""
         mean, log_std = self.params(context, shape)
         ref = mean if self.net is not None else self.bias
+        if self.net is not None and mean.shape[0] != shape[0]:
+            raise ValueError(f"prior context for {mean.shape[0]} rows, asked for a sample of shape {tuple(shape)}")
         eps = randn(shape, device=ref.device, dtype=ref.dtype, generator=generator)
         return mean + temperature * torch.exp(log_std) * eps
 
@@ -112,11 +121,13 @@ class SplitPrior(nn.Module):
         self.cond_channels = cond_channels
         self.prior = DiagonalGaussian(self.out_channels, self.keep_channels + cond_channels, net_fn)
 
-    def _context(self, z_keep: Tensor, cond: Tensor | None) -> Tensor:
+    def _context(self, z_keep: Tensor, cond):
         if self.cond_channels == 0:
             return z_keep
         if cond is None:
             raise ValueError(f"SplitPrior was built with cond_channels={self.cond_channels} but got cond=None")
+        if isinstance(cond, Shared):
+            return (z_keep, cond)  # concatenated inside the prior network, the shared part once per group
         return torch.cat((z_keep, cond), dim=1)
 
     def forward(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:

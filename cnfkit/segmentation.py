@@ -91,20 +91,36 @@ class SegmentationCNF(nn.Module):
         else:
             self.dequantizer = UniformDequantizer(n_bins=2, scale=False)
 
-    def forward(self, y: Tensor, x: Tensor) -> Tensor:
-        """``log p(v | x) - log q(v | y, x)`` with ``v ~ q(v | y, x)``: a lower bound on ``log P(y | x)``."""
+    def forward(self, y: Tensor, x: Tensor, generator=None) -> Tensor:
+        """``log p(v | x) - log q(v | y, x)`` with ``v ~ q(v | y, x)``: a lower bound on ``log P(y | x)``.
+
+        The dequantization noise comes from ``generator`` (a list: one per row, see
+        :func:`cnfkit.utils.row_generators`; ``None``: torch's global RNG)."""
         _check_pair(y, x)
-        v, log_q = self.dequantizer(y, x)
+        v, log_q = self.dequantizer(y, x, generator)
         return self.flow.log_prob(v, x) - log_q
 
     elbo = forward
 
     @torch.no_grad()
-    def sample(self, x: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None, features=None) -> Tensor:
-        """A binary segmentation ``y ~ P(y | x)``: sample ``v`` and quantize it."""
-        v = self.flow.sample(None if features is not None else x, size=tuple(x.shape[-2:]), temperature=temperature,
-                             generator=generator, features=features)
+    def sample(self, x: Tensor | None, temperature: float = 1.0, generator=None, features=None, *,
+               num_samples: int | None = None, size: tuple[int, int] | None = None) -> Tensor:
+        """Binary segmentations ``y ~ P(y | x)``: sample ``v`` and quantize it.
+
+        One per row of ``x`` (or ``num_samples`` per row, rows ``i*n ... i*n+n-1`` for ``x[i]``);
+        ``features`` (from :meth:`conditioning`) replace ``x``, with ``size`` the output size."""
+        if size is None:
+            if x is None:
+                raise ValueError("give x, or features with size=(H, W)")
+            size = tuple(x.shape[-2:])
+        v = self.flow.sample(None if features is not None else x, size=size, temperature=temperature,
+                             generator=generator, features=features, num_samples=num_samples)
         return (v > 0.5).float() if self.kind == "binary" else (v >= 1).float()
+
+    @torch.no_grad()
+    def conditioning(self, x: Tensor) -> list[Tensor]:
+        """The conditioner's features for ``x``, to draw many samples without recomputing them."""
+        return self.flow.conditioning(x)
 
     @torch.no_grad()
     def mean_map(self, x: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
@@ -197,7 +213,11 @@ class FactoredBernoulli(nn.Module):
         return torch.sigmoid(self.logits(x))
 
     @torch.no_grad()
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        p = self.soft_map(x)
+    def sample(self, x: Tensor, generator=None, *, num_samples: int | None = None, probs: Tensor | None = None) -> Tensor:
+        """Bernoulli maps from the soft map of ``x`` (or the given ``probs``); ``num_samples`` per row
+        (rows ``i*n ... i*n+n-1`` for row ``i``); ``generator`` may be one per output row."""
+        p = self.soft_map(x) if probs is None else probs
+        if num_samples is not None:
+            p = p.repeat_interleave(num_samples, dim=0)
         return (rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).float()
 

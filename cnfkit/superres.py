@@ -103,16 +103,25 @@ class SRFlow(nn.Module):
         self.flow = ConditionalFlow(3, levels, steps, hidden, cond_channels=context, conditioner=self.conditioner, scale=scale)
         self.dequantizer = UniformDequantizer(n_bins=256)
 
-    def forward(self, y: Tensor, x_lr: Tensor) -> Tensor:
-        """``log p(v | x) - log q(v | y)`` with ``v = (y + u) / 256`` (a bound on ``log P(y | x)``)."""
+    def forward(self, y: Tensor, x_lr: Tensor, generator=None) -> Tensor:
+        """``log p(v | x) - log q(v | y)`` with ``v = (y + u) / 256`` (a bound on ``log P(y | x)``);
+        ``u`` from ``generator`` (a list: one per row; ``None``: torch's global RNG)."""
         check_sr_pair(y, x_lr)
-        v, log_q = self.dequantizer(y if y.is_floating_point() else y.float())
+        v, log_q = self.dequantizer(y if y.is_floating_point() else y.float(), generator=generator)
         return self.flow.log_prob(v - 0.5, _lr_input(x_lr)) - log_q
 
     @torch.no_grad()
-    def sample(self, x_lr: Tensor, temperature: float = 0.8, generator: torch.Generator | None = None) -> Tensor:
-        """An 8-bit HR sample (levels 0..255) at the given temperature (the paper uses 0.8)."""
-        v = self.flow.sample(_lr_input(x_lr), temperature=temperature, generator=generator) + 0.5
+    def conditioning(self, x_lr: Tensor) -> list[Tensor]:
+        """The RRDB features of ``x_lr`` (they do not depend on the temperature: reuse them across samples)."""
+        return self.flow.conditioning(_lr_input(x_lr))
+
+    @torch.no_grad()
+    def sample(self, x_lr: Tensor | None, temperature: float = 0.8, generator=None, *, features=None,
+               num_samples: int | None = None) -> Tensor:
+        """8-bit HR samples (levels 0..255) at the given temperature (the paper uses 0.8): one per row
+        of ``x_lr`` (or ``num_samples`` per row); ``features`` from :meth:`conditioning` replace ``x_lr``."""
+        x = None if features is not None else _lr_input(x_lr)
+        v = self.flow.sample(x, temperature=temperature, generator=generator, features=features, num_samples=num_samples) + 0.5
         return torch.floor(v * 256).clamp(0, 255)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["seed_everything", "default_device", "resolve_device", "module_device", "randn", "rand", "num_parameters", "set_threads", "remove_stale_temporaries"]
+__all__ = ["seed_everything", "default_device", "resolve_device", "module_device", "randn", "rand", "num_parameters", "set_threads", "remove_stale_temporaries", "row_generators"]
 
 
 def seed_everything(seed: int) -> None:
@@ -59,20 +60,43 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def row_generators(seed: int, rows, stream: str = "") -> list[torch.Generator]:
+    """One CPU generator per row, seeded from ``(seed, stream, row)`` alone.
+
+    Passed as ``generator=`` to sampling and dequantization, row ``r`` gets the same noise whatever
+    batch it is drawn in (alone, with other samples of its image, or with other images), so batched
+    evaluation gives exactly the numbers of a one-at-a-time loop.  ``rows``: an int (rows ``0..n-1``)
+    or an iterable of hashable row ids (e.g. ``(image, sample)`` pairs)."""
+    ids = range(rows) if isinstance(rows, int) else rows
+    out = []
+    for r in ids:
+        digest = hashlib.sha256(f"{seed}|{stream}|{r}".encode()).digest()
+        out.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1))
+    return out
+
+
 def _draw(fn, shape, generator, device, dtype) -> torch.Tensor:
     # draw where the generator lives, then move: a seeded CPU generator gives the same numbers
     # whichever device the model runs on
+    if isinstance(generator, (list, tuple)):  # one generator per row (see row_generators)
+        shape = tuple(shape)
+        if not shape or len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} per-row generators for a draw of shape {shape}")
+        rows = [fn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator]
+        return (torch.stack(rows) if rows else torch.empty(shape, dtype=dtype)).to(device)
     where = generator.device if generator is not None else device
     return fn(shape, generator=generator, device=where, dtype=dtype).to(device)
 
 
-def randn(shape, *, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
-    """Standard normal noise of ``shape`` on ``device``, drawn on ``generator``'s device."""
+def randn(shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``device``, drawn on ``generator``'s device (a list:
+    one generator per row)."""
     return _draw(torch.randn, shape, generator, device, dtype)
 
 
-def rand(shape, *, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
-    """Uniform [0, 1) noise of ``shape`` on ``device``, drawn on ``generator``'s device."""
+def rand(shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """Uniform [0, 1) noise of ``shape`` on ``device``, drawn on ``generator``'s device (a list:
+    one generator per row)."""
     return _draw(torch.rand, shape, generator, device, dtype)
 
 

@@ -280,3 +280,40 @@ def test_sampling_from_precomputed_features_matches():
     a = flow.sample(x, generator=torch.Generator().manual_seed(5))
     b = flow.sample(features=flow.conditioning(x), size=(8, 8), generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kind", ["glow", "instance", "mlp", "other"])
+def test_shared_context_is_the_concatenated_context(kind):
+    """run_with_context with a Shared context = the network on [x, repeated context] (float64)."""
+    from cnfkit import nets
+
+    torch.manual_seed(0)
+    if kind == "mlp":
+        net = nets.mlp(3 + 5, 4, hidden=8).double()
+        x, ctx = torch.randn(6, 3, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    else:
+        net = (nets.glow_net(3 + 5, 4, hidden=8) if kind == "glow" else nets.instance_net(3 + 5, 4, hidden=8)).double()
+        if kind == "other":
+            net = nn.Sequential(nn.ReLU(), net)  # not splittable: falls back to the repeated context
+        x, ctx = torch.randn(6, 3, 4, 4, dtype=torch.float64), torch.randn(2, 5, 4, 4, dtype=torch.float64)
+    randomize(net)
+    shared = nets.Shared(ctx, 3)
+    expected = net(torch.cat([x, ctx.repeat_interleave(3, 0)], 1))
+    torch.testing.assert_close(nets.run_with_context(net, x, shared), expected, rtol=1e-12, atol=1e-12)
+    # context only (a top prior): computed once per group
+    net_c = (nets.mlp(5, 4, hidden=8) if kind == "mlp" else nets.glow_net(5, 4, hidden=8)).double()
+    randomize(net_c)
+    torch.testing.assert_close(nets.run_with_context(net_c, None, shared), net_c(shared.materialize()), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="rows"):
+        nets.run_with_context(net, x[:5], shared)
+
+
+def test_samples_with_shared_features_match_repeated_features_in_float64():
+    flow = _small_flow(coupling="additive", coupling_net="instance")
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(6)]  # noqa: E731
+    a = flow.sample(x, num_samples=3, generator=gens())
+    b = flow.sample(x.repeat_interleave(3, 0), generator=gens())
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    y, lp = flow._sample(x, num_samples=3, size=None, temperature=1.0, generator=gens(), with_log_prob=True)
+    torch.testing.assert_close(lp, flow.log_prob(y, x.repeat_interleave(3, 0)), rtol=1e-9, atol=1e-9)

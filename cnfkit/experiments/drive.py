@@ -35,7 +35,7 @@ from ..metrics import f_score, max_f_score, pr_curve, precision_recall
 from ..profiles import Config, select
 from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
 from ..train import EpochSampler, train_steps
-from ..utils import module_device
+from ..utils import module_device, row_generators
 
 __all__ = ["DriveConfig", "CONFIGS", "config", "build_model", "make_batches", "train_model", "evaluate", "MODELS", "BPD_DEFINITION"]
 
@@ -56,6 +56,7 @@ class DriveConfig(Config):
     n_samples: int  # samples averaged into the CNF's soft map (the paper: 100)
     n_scatter: int  # samples per test image for the precision/recall scatter
     test_images: int  # test images evaluated (20 = all)
+    eval_batch: int = 20  # maps per forward call in evaluation (images for bpd, samples for soft maps); results do not depend on it
     hidden: int = 32
     widths: tuple[int, int, int] = (32, 64, 128)
     lr: float = 1e-3
@@ -135,37 +136,57 @@ def _test_tensors(test: DriveSplit, cfg: DriveConfig):
     return x, test.labels[:n], test.masks[:n], size
 
 
+def _chunks(n: int, size: int):
+    for i in range(0, n, size):
+        yield range(i, min(n, i + size))
+
+
 @torch.no_grad()
 def evaluate(name: str, model: nn.Module, test: DriveSplit, cfg: DriveConfig, seed: int) -> dict[str, Any]:
     """bpd, PR curve, max F-score, per-sample precision/recall and the soft maps of one model.
 
-    The model runs where its parameters are; soft maps and samples come back to the CPU."""
+    Batched: ``cfg.eval_batch`` maps (images for bits/dim, samples for the soft maps) per forward
+    call, the conditioner once per image.  Every random draw has its own generator, seeded by
+    ``(seed, image, sample)`` (:func:`cnfkit.utils.row_generators`), so the numbers do not depend on
+    ``eval_batch`` or on the device.  The first ``n_scatter`` of an image's samples are its points in
+    the precision/recall scatter.  The model runs where its parameters are; soft maps come back to the CPU."""
     dev = module_device(model)
     x, y, mask, size = _test_tensors(test, cfg)
     y_pad, _ = pad_to_multiple(y, 4)
-    g = torch.Generator().manual_seed(seed + 10_000)
-    n_pixels = y_pad[0].numel()  # every model scores the same padded map: see BPD_DEFINITION
-    soft, bits, scatter = [], [], []
-    for i in range(x.shape[0]):
-        xi, yi = x[i : i + 1].to(dev), y_pad[i : i + 1].to(dev)
+    n, n_pixels = x.shape[0], y_pad[0].numel()  # every model scores the same padded map: see BPD_DEFINITION
+    bits = torch.empty(n, dtype=torch.float64)
+    for rows in _chunks(n, cfg.eval_batch):
+        xb, yb = x[rows.start : rows.stop].to(dev), y_pad[rows.start : rows.stop].to(dev)
         if name == "factored":
-            ll = weighted_bernoulli_log_likelihood(model.logits(xi), yi, cfg.beta)
-            s = model.soft_map(xi)
-            draws = [model.sample(xi, g) for _ in range(cfg.n_scatter)]
+            ll = weighted_bernoulli_log_likelihood(model.logits(xb), yb, cfg.beta)
         else:
-            ll = model(yi, xi)
-            s = model.mean_map(xi, cfg.n_samples, g)
-            draws = [model.sample(xi, generator=g) for _ in range(cfg.n_scatter)]
-        bits.append((-ll / np.log(2)).item() / n_pixels)
+            ll = model(yb, xb, generator=row_generators(seed, [(i, "dequantization") for i in rows], "drive-eval"))
+        bits[rows.start : rows.stop] = (-ll.double() / math.log(2) / n_pixels).cpu()
+    n_draws = max(cfg.n_samples, cfg.n_scatter) if name != "factored" else cfg.n_scatter
+    soft, scatter = [], []
+    for i in range(n):
+        xi = x[i : i + 1].to(dev)
+        feats = model.conditioning(xi) if name != "factored" else None
+        p = model.soft_map(xi) if name == "factored" else None
+        total, kept = torch.zeros((1, 1, *xi.shape[-2:]), device=dev), []
+        for js in _chunks(n_draws, cfg.eval_batch):
+            gens = row_generators(seed, [(i, j) for j in js], "drive-eval")
+            if name == "factored":
+                d = model.sample(None, gens, num_samples=len(js), probs=p)
+            else:
+                d = model.sample(None, generator=gens, features=feats, num_samples=len(js), size=tuple(xi.shape[-2:]))
+            total += d[: max(0, min(cfg.n_samples, js.stop) - js.start)].sum(0, keepdim=True)
+            kept.extend(d[: max(0, min(cfg.n_scatter, js.stop) - js.start)].cpu())
+        s = p if name == "factored" else total / cfg.n_samples
         soft.append(crop_to(s, size).cpu())
-        for d in draws:
-            scatter.append(precision_recall(crop_to(d, size).cpu(), y[i : i + 1], mask[i : i + 1]))
+        for d in kept:
+            scatter.append(precision_recall(crop_to(d[None], size), y[i : i + 1], mask[i : i + 1]))
     soft_t = torch.cat(soft)
     precision, recall, _ = pr_curve(soft_t, y, mask)
     best_f, best_t = max_f_score(soft_t, y, mask)
     keep = np.unique(np.linspace(0, len(precision) - 1, min(400, len(precision))).astype(int))
     return {
-        "bpd": float(np.mean(bits)),
+        "bpd": float(bits.mean()),
         "max_f_score": best_f,
         "threshold": best_t,
         "pr_curve": {"precision": precision[keep].tolist(), "recall": recall[keep].tolist()},
