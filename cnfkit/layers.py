@@ -199,12 +199,16 @@ class ActNorm(Bijection):
 
 
 def _channel_mix(t: Tensor, weight: Tensor) -> Tensor:
-    """Apply a [C, C] matrix along dim 1 (a 1x1 convolution for images, a matmul for vectors)."""
-    if t.dim() == 2:
-        return F.linear(t, weight)
-    if t.dim() == 4:
-        return F.conv2d(t, weight[:, :, None, None])
-    return torch.einsum("ij,bj...->bi...", weight, t)
+    """Apply a [C, C] matrix along dim 1 (a 1x1 convolution for images, a matmul for vectors).
+
+    Part of the bijection itself: always in the parameters' precision, never under autocast."""
+    with torch.autocast(t.device.type, enabled=False):
+        t = t.to(weight.dtype)
+        if t.dim() == 2:
+            return F.linear(t, weight)
+        if t.dim() == 4:
+            return F.conv2d(t, weight[:, :, None, None])
+        return torch.einsum("ij,bj...->bi...", weight, t)
 
 
 class InvConv1x1(Bijection):
@@ -253,10 +257,11 @@ class InvConv1x1LU(Bijection):
         self.log_s = nn.Parameter(torch.log(torch.abs(s)))
 
     def weight(self) -> Tensor:
-        """The assembled ``[C, C]`` matrix ``W``."""
-        lower = self.lower * self.lower_mask + self.eye
-        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * self.log_s.exp())
-        return self.perm @ lower @ upper
+        """The assembled ``[C, C]`` matrix ``W`` (in the parameters' precision, also under autocast)."""
+        with torch.autocast(self.lower.device.type, enabled=False):
+            lower = self.lower * self.lower_mask + self.eye
+            upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * self.log_s.exp())
+            return self.perm @ lower @ upper
 
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
@@ -418,7 +423,8 @@ class AffineCoupling(_Coupling):
         return f"channels={self.channels}, cond_channels={self.cond_channels}, parity={self.parity}, scale={self.scale!r}"
 
     def _params(self, passive: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        shift, raw = self._run_net(passive, cond).chunk(2, dim=1)
+        # the network may run in reduced precision (autocast); the bijection and its log-determinant do not
+        shift, raw = self._run_net(passive, cond).to(passive.dtype).chunk(2, dim=1)
         s, log_s = self.scale_fn(raw)
         return shift, s, log_s
 
@@ -447,13 +453,13 @@ class AdditiveCoupling(_Coupling):
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
         active, passive = self._split(y)
-        shift = self._run_net(passive, cond)
+        shift = self._run_net(passive, cond).to(passive.dtype)
         return self._merge(active + shift, passive), y.new_zeros(y.shape[0])
 
     def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_channels(z, self.channels, "input", self)
         active, passive = self._split(z)
-        shift = self._run_net(passive, cond)
+        shift = self._run_net(passive, cond).to(passive.dtype)
         return self._merge(active - shift, passive), z.new_zeros(z.shape[0])
 
 

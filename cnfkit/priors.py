@@ -79,9 +79,12 @@ class DiagonalGaussian(nn.Module):
                 raise ValueError(
                     f"prior context must have {self.context_channels} channels, got {channels} (shape {tuple(feats.shape)})"
                 )
-            p = run_with_context(self.net, x, ctx)
+            p = run_with_context(self.net, x, ctx).to(self._dtype())  # float32 log-densities even under autocast
         mean, log_std = p.chunk(2, dim=1)
         return mean, log_std
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         mean, log_std = self.params(context, z.shape)

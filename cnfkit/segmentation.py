@@ -196,7 +196,7 @@ class FactoredBernoulli(nn.Module):
             raise ValueError(f"image size must be divisible by 4, got {tuple(x.shape[-2:])}")
         h4, h7 = self.conditioner(x)
         h = torch.cat([h4, F.interpolate(h7, size=h4.shape[-2:], mode="bilinear", align_corners=False)], dim=1)
-        return F.pixel_shuffle(self.head(h), 2)
+        return F.pixel_shuffle(self.head(h), 2).to(self.head[0].weight.dtype)  # full-precision likelihoods even under autocast
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """Normalised weighted-Bernoulli log-likelihood per image (nats)."""

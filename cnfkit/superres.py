@@ -141,7 +141,7 @@ class FactorizedLogisticSR(nn.Module):
         if x_lr.is_floating_point() and not torch.isfinite(x_lr).all():
             raise ValueError("x_lr contains NaN or Inf values")
         p = F.pixel_shuffle(self.head(self.conditioner(_lr_input(x_lr))), 2)
-        mean, log_scale = p.chunk(2, dim=1)
+        mean, log_scale = p.to(self.head[0].weight.dtype).chunk(2, dim=1)  # full-precision likelihoods even under autocast
         # means may sit slightly beyond the outermost bin centres (+-1); scales are floored for stability
         return torch.tanh(mean) * 1.05, log_scale.clamp(min=-7.0)
 

@@ -42,6 +42,7 @@ import re
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .profiles import Config
+from .profiles import Config, ProfileError
 from .utils import remove_stale_temporaries, resolve_device
 
 __all__ = [
@@ -100,7 +101,17 @@ class TrainConfig(Config):
     grad_clip: float | None = None
     log_every: int = 10
     seed: int = 0
+    # the fast path, opt-in (measured per experiment; see the README's Speed section)
+    channels_last: bool = False  # model and 4-D batches in channels-last memory format
+    compile: bool = False  # torch.compile the model; falls back to eager (with a warning) if compilation fails
+    compile_backend: str = "inductor"
+    autocast: str = "none"  # "bf16": networks in bfloat16 autocast; bijections, log-determinants, priors, losses stay float32
     nonnegative = frozenset({"eval_every", "checkpoint_every", "seed"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.autocast not in ("none", "bf16"):
+            raise ProfileError(f"TrainConfig.autocast must be 'none' or 'bf16', got {self.autocast!r}")
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -177,13 +188,14 @@ class EpochSampler:
         return self._fingerprint
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def _to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
     if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
+        batch = batch.to(device, non_blocking=True)
+        return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.dim() == 4 else batch
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(b, device) for b in batch)
+        return type(batch)(_to_device(b, device, channels_last) for b in batch)
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
     return batch
 
 
@@ -349,9 +361,12 @@ class Trainer:
         self.user_fingerprint = fingerprint
         self.device = resolve_device(device)
         self.model = model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn, self.batches, self.config, self.eval_fn = loss_fn, batches, config, eval_fn
         self.checkpoint_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
-        self.callbacks, self.compile, self.progress, self.desc = tuple(callbacks), compile, progress, desc
+        self.callbacks, self.compile, self.progress, self.desc = tuple(callbacks), compile or config.compile, progress, desc
+        self._compiled_ok = False
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -448,8 +463,28 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             runner = nn.parallel.DistributedDataParallel(runner, device_ids=ids)
         if self.compile:
-            runner = torch.compile(runner)
+            runner = torch.compile(runner, backend=self.config.compile_backend)
         return runner
+
+    def _autocast(self):
+        if self.config.autocast == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _loss(self, batch: Any) -> Tensor:
+        """The loss under the configured autocast; a compiled model that fails on its first step falls back to eager."""
+        with self._autocast():
+            if self.compile and not self._compiled_ok:
+                try:
+                    loss = self.loss_fn(self._runner, batch)
+                    self._compiled_ok = True
+                    return loss
+                except Exception as exc:  # compilation failed: say so, and train eagerly
+                    warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                                  "training continues without compilation", RuntimeWarning, stacklevel=2)
+                    self.compile = False
+                    self._runner = self._build_runner()
+            return self.loss_fn(self._runner, batch)
 
     def _evaluate(self) -> dict[str, float]:
         if self.eval_fn is None:
@@ -522,8 +557,8 @@ class Trainer:
             torch.manual_seed(cfg.seed + self.rank)
             # one gradient-free pass so data-dependent initialisation (ActNorm) happens before DDP
             # broadcasts rank 0's parameters to every process
-            with torch.no_grad(), self._step_errors("initialisation (the gradient-free pass on batch 0)"):
-                self.loss_fn(self.model, _to_device(self.batches(0), self.device))
+            with torch.no_grad(), self._step_errors("initialisation (the gradient-free pass on batch 0)"), self._autocast():
+                self.loss_fn(self.model, _to_device(self.batches(0), self.device, self.config.channels_last))
         self.model.train()
         self._runner = self._build_runner()
         bar = tqdm(
@@ -536,8 +571,8 @@ class Trainer:
             while self.step < cfg.steps:
                 self._between_steps = False
                 with self._step_errors(f"step {self.step + 1}"):
-                    batch = _to_device(self.batches(self.step), self.device)
-                    loss = self.loss_fn(self._runner, batch)
+                    batch = _to_device(self.batches(self.step), self.device, self.config.channels_last)
+                    loss = self._loss(batch)
                     loss_value = loss.item()  # one device sync per value, checked on the host
                     if not math.isfinite(loss_value):
                         raise NonFiniteError(f"non-finite loss ({loss_value}) at step {self.step + 1}")
@@ -595,6 +630,9 @@ def train_steps(
     device: str | torch.device | None = None,
     progress: bool = True,
     desc: str = "train",
+    channels_last: bool = False,
+    compile: bool = False,
+    autocast: str = "none",
 ) -> tuple[list[dict[str, float]], float]:
     """The experiment drivers' one way to train: build the config and :class:`Trainer`, fit.
 
@@ -605,7 +643,8 @@ def train_steps(
     """
     if checkpoint_dir is not None and not checkpoint_every:
         checkpoint_every = max(1, steps // 20)
-    cfg = TrainConfig(steps=steps, lr=lr, log_every=max(1, steps // 50), seed=seed, grad_clip=grad_clip, checkpoint_every=checkpoint_every)
+    cfg = TrainConfig(steps=steps, lr=lr, log_every=max(1, steps // 50), seed=seed, grad_clip=grad_clip, checkpoint_every=checkpoint_every,
+                      channels_last=channels_last, compile=compile, autocast=autocast)
     trainer = Trainer(model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc)
     history = trainer.fit()
     return history, trainer.wall_time

@@ -93,7 +93,7 @@ def test_test_images_are_padded_to_a_square_and_cropped_back():
             seen.append(tuple(x.shape[-2:]))
             return torch.zeros(x.shape[0], 3, 2 * x.shape[2], 2 * x.shape[3])
 
-    out = sr.predict_full(Stub(), torch.zeros(3, 33, 21, dtype=torch.uint8), (66, 42), 4, None, None)
+    out = sr.predict_full(Stub(), torch.zeros(3, 33, 21, dtype=torch.uint8), (66, 42), 4, None)
     assert seen == [(34, 34)] and out.shape == (3, 66, 42)
 
 
@@ -137,8 +137,12 @@ def test_non_finite_predictions_are_counted_not_averaged():
         def forward(self, y, x):
             return torch.zeros(y.shape[0])
 
-        def sample(self, x, temperature=None, generator=None):
-            return torch.full((x.shape[0], 3, 2 * x.shape[2], 2 * x.shape[3]), float("nan"))
+        def conditioning(self, x):
+            return [x]
+
+        def sample(self, x, temperature=None, generator=None, features=None):
+            f = features[0]
+            return torch.full((f.shape[0], 3, 2 * f.shape[2], 2 * f.shape[3]), float("nan"))
 
         def mode(self, x):
             return torch.full((x.shape[0], 3, 2 * x.shape[2], 2 * x.shape[3]), 128.0)
@@ -150,3 +154,31 @@ def test_non_finite_predictions_are_counted_not_averaged():
     assert out["CNF"]["non_finite_predictions"] == 1 and out["CNF"]["psnr"] is None
     assert out["LL Baseline"]["non_finite_predictions"] == 0 and out["LL Baseline"]["psnr"] is not None
     assert "bpd_median" in out["CNF"]
+
+
+def test_sr_evaluation_does_not_depend_on_the_batch_size():
+    """Grouped, batched predictions and crop bits = one image at a time (per-image generators)."""
+    from cnfkit.experiments import superres as sr
+
+    torch.manual_seed(0)
+    cfg = sr.config("smoke").replace(crop=16, crops_per_image=2, temperatures=(0.0, 0.7))
+    models = sr.build_models(cfg)
+    for m in models.values():
+        m.eval()
+    g = torch.Generator().manual_seed(5)
+    imgs = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((20, 26), (26, 20), (24, 24), (18, 30))]
+    with torch.no_grad():
+        models["cnf"](torch.zeros(2, 3, 16, 16), torch.zeros(2, 3, 8, 8))  # initialise ActNorm
+    a = sr.evaluate_test_set("Set5", models, cfg.replace(eval_batch=1), imgs)
+    b = sr.evaluate_test_set("Set5", models, cfg.replace(eval_batch=3), imgs)
+    for key in ("CNF", "LL Baseline", "Bicubic"):
+        for stat in ("psnr", "ssim", "bpd"):
+            if stat in a[key]:
+                assert a[key][stat] == pytest.approx(b[key][stat], rel=1e-5), (key, stat)
+    sa = sr.temperature_sweep(models, cfg.replace(eval_batch=1), images=imgs)
+    sb = sr.temperature_sweep(models, cfg.replace(eval_batch=4), images=imgs)
+    for k in sa:
+        assert sa[k]["psnr"] == pytest.approx(sb[k]["psnr"], rel=1e-5), k
+    lrs = [sr.hr_lr_pair(im)[1] for im in imgs]
+    groups = sr._groups(lrs, 4, 3)
+    assert sorted(i for grp in groups for i in grp) == [0, 1, 2, 3] and all(len(grp) <= 3 for grp in groups)

@@ -34,9 +34,9 @@ from ..metrics import sr_psnr_ssim
 from ..profiles import Config, ProfileError, select
 from ..superres import FactorizedLogisticSR, SRFlow
 from ..train import EpochSampler, train_steps
-from ..utils import module_device
+from ..utils import module_device, row_generators
 
-__all__ = ["SRConfig", "CONFIGS", "config", "build_models", "run", "evaluate_test_set", "temperature_sweep", "predict_full"]
+__all__ = ["SRConfig", "CONFIGS", "config", "build_models", "run", "evaluate_test_set", "temperature_sweep", "predict_full", "predict_images"]
 
 LN2 = math.log(2.0)
 
@@ -60,6 +60,7 @@ class SRConfig(Config):
     train_downscale: tuple[float, ...]  # per size: BSDS500 images are shrunk by this factor (>= 1) before patches are cut
     coupling_scale: str = "soft_exp"  # the CNF's coupling scale s(.): "soft_exp" (bounded inverse) or Glow's "sigmoid"
     temperatures: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0)
+    eval_batch: int = 8  # images (or crops) per forward call in evaluation; results do not depend on it
     tau: float = 0.8  # temperature of the samples scored by PSNR/SSIM (Table 2)
     lr: float = 1e-4
     crop: int = 128
@@ -98,16 +99,23 @@ def build_models(cfg: SRConfig) -> dict[str, nn.Module]:
     }
 
 
-def _bits(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64) -> Tensor:
-    """Bits/dim of every pair (for the CNF, the variational bound with one dequantization sample)."""
+def _bits(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64, seed: int = 0, stream: str = "bits") -> Tensor:
+    """Bits/dim of every pair (for the CNF, the variational bound with one dequantization sample).
+
+    Pair ``i``'s dequantization noise comes from its own generator (``seed``, ``stream``, ``i``), so
+    the result does not depend on ``batch``."""
     dev = module_device(model)
+    out = []
     with torch.no_grad():
-        ll = torch.cat([model(hr[i : i + batch].to(dev).float(), lr[i : i + batch].to(dev).float()).cpu() for i in range(0, hr.shape[0], batch)])
-    return -ll / (hr[0].numel() * LN2)
+        for i in range(0, hr.shape[0], batch):
+            h, lo = hr[i : i + batch].to(dev).float(), lr[i : i + batch].to(dev).float()
+            gens = row_generators(seed, range(i, i + h.shape[0]), stream)
+            out.append((model(h, lo, generator=gens) if isinstance(model, SRFlow) else model(h, lo)).cpu())
+    return -torch.cat(out) / (hr[0].numel() * LN2)
 
 
-def _bpd(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64) -> float:
-    return float(_bits(model, hr, lr, batch).mean())
+def _bpd(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64, seed: int = 0, stream: str = "bits") -> float:
+    return float(_bits(model, hr, lr, batch, seed, stream).mean())
 
 
 def _pad(t: Tensor, multiple: int) -> Tensor:
@@ -117,14 +125,44 @@ def _pad(t: Tensor, multiple: int) -> Tensor:
     return F.pad(t, (0, side - w, 0, side - h))
 
 
-def predict_full(model: nn.Module, lr: Tensor, out_hw: tuple[int, int], multiple: int, tau: float | None, generator) -> Tensor:
-    """An HR prediction of a whole image: CNF sample at ``tau`` or baseline mode, cropped to ``out_hw`` (on the CPU).
+def _groups(lrs: list[Tensor], multiple: int, batch: int) -> list[list[int]]:
+    """Indices of images whose padded LR squares have the same size, in chunks of at most ``batch``."""
+    by_side: dict[int, list[int]] = {}
+    for i, lr in enumerate(lrs):
+        by_side.setdefault(_pad(lr[None], multiple // 2).shape[-1], []).append(i)
+    return [idx[k : k + batch] for idx in by_side.values() for k in range(0, len(idx), batch)]
 
-    The LR image is zero-padded right and bottom to a square the squeezes accept (Winkler et al. sec. 5.1)."""
-    lr_p = _pad(lr.float()[None], multiple // 2).to(module_device(model))
+
+def predict_images(model: nn.Module, lrs: list[Tensor], out_hws: list[tuple[int, int]], multiple: int,
+                   taus: tuple[float | None, ...], seed: int = 0, stream: str = "predict", batch: int = 8) -> dict:
+    """HR predictions of whole images (on the CPU), ``{tau: [prediction per image]}``: CNF samples at
+    each temperature ``tau``, or the baseline's mode for ``tau=None``.
+
+    Each LR image is zero-padded right and bottom to a square the squeezes accept (Winkler et al.
+    sec. 5.1) and its prediction cropped back to ``out_hws[i]``.  Images of equal padded size run
+    together (at most ``batch`` per call); the RRDB features are computed once per image and reused at
+    every temperature; image ``i``'s sample at ``tau`` uses its own generator (``seed``, ``stream``,
+    ``tau``, ``i``), so batching changes nothing."""
+    dev = module_device(model)
+    out: dict = {tau: [None] * len(lrs) for tau in taus}
     with torch.no_grad():
-        out = model.sample(lr_p, temperature=tau, generator=generator) if tau is not None else model.mode(lr_p)
-    return out[0, :, : out_hw[0], : out_hw[1]].cpu()
+        for idx in _groups(lrs, multiple, batch):
+            x = torch.cat([_pad(lrs[i].float()[None], multiple // 2) for i in idx]).to(dev)
+            feats = model.conditioning(x) if any(t is not None for t in taus) else None
+            for tau in taus:
+                if tau is None:
+                    pred = model.mode(x)
+                else:
+                    pred = model.sample(None, temperature=tau, generator=row_generators(seed, [(tau, i) for i in idx], stream), features=feats)
+                for k, i in enumerate(idx):
+                    out[tau][i] = pred[k, :, : out_hws[i][0], : out_hws[i][1]].cpu()
+    return out
+
+
+def predict_full(model: nn.Module, lr: Tensor, out_hw: tuple[int, int], multiple: int, tau: float | None, seed: int = 0,
+                 stream: str = "predict") -> Tensor:
+    """One image's HR prediction (CNF sample at ``tau`` or baseline mode), cropped to ``out_hw``; see :func:`predict_images`."""
+    return predict_images(model, [lr], [out_hw], multiple, (tau,), seed, stream, batch=1)[tau][0]
 
 
 class _Scores:
@@ -172,25 +210,27 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
     multiple = 2**cfg.levels
     crops_hr, crops_lr, scores = [], [], {"Bicubic": _Scores(), "LL Baseline": _Scores(), "CNF": _Scores()}
     cropped = []  # names of the images that gave crops, in order
-    for img_name, hr_full in zip(names, images):
-        hr, lr = hr_lr_pair(hr_full)
+    pairs = [hr_lr_pair(hr_full) for hr_full in images]
+    for img_name, (hr, lr) in zip(names, pairs):
         if min(hr.shape[1:]) >= cfg.crop:
             h, l_ = _random_crops(hr, lr, cfg.crop, cfg.crops_per_image, g)
             crops_hr.append(h)
             crops_lr.append(l_)
             cropped.append((img_name, chroma_detail_ratio(hr)))
-        preds = {
-            "Bicubic": imresize(lr, output_size=tuple(hr.shape[1:])).float(),
-            "LL Baseline": predict_full(models["baseline"], lr, tuple(hr.shape[1:]), multiple, None, g),
-            "CNF": predict_full(models["cnf"], lr, tuple(hr.shape[1:]), multiple, cfg.tau, g),
-        }
-        for key, pred in preds.items():
-            scores[key].add(pred, hr)
+    lrs, hws = [lr for _, lr in pairs], [tuple(hr.shape[1:]) for hr, _ in pairs]
+    preds = {
+        "LL Baseline": predict_images(models["baseline"], lrs, hws, multiple, (None,), batch=cfg.eval_batch)[None],
+        "CNF": predict_images(models["cnf"], lrs, hws, multiple, (cfg.tau,), cfg.seed, f"{name}/table2", cfg.eval_batch)[cfg.tau],
+    }
+    for i, (hr, lr) in enumerate(pairs):
+        scores["Bicubic"].add(imresize(lr, output_size=tuple(hr.shape[1:])).float(), hr)
+        for key in ("LL Baseline", "CNF"):
+            scores[key].add(preds[key][i], hr)
     out: dict[str, Any] = {k: v.summary() for k, v in scores.items()}
     hr_c, lr_c = torch.cat(crops_hr), torch.cat(crops_lr)
     out["per_image"] = {n: {"chroma_detail_ratio": r} for n, r in cropped}
     for key, model in (("CNF", models["cnf"]), ("LL Baseline", models["baseline"])):
-        bits = _bits(model, hr_c, lr_c, batch=8)
+        bits = _bits(model, hr_c, lr_c, cfg.eval_batch, cfg.seed, f"{name}/crops")
         out[key]["bpd"] = float(bits.mean())  # the paper's statistic
         out[key]["bpd_median"] = float(bits.median())  # robust to a few out-of-distribution crops
         for (n, _), b in zip(cropped, bits.reshape(len(cropped), cfg.crops_per_image).mean(1).tolist()):
@@ -201,18 +241,21 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
 
 def temperature_sweep(models: dict[str, nn.Module], cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
     """PSNR / SSIM of one CNF sample per image at every temperature of ``cfg.temperatures`` (and the
-    baseline's mode for reference): lower temperatures trade texture for fidelity."""
+    baseline's mode for reference): lower temperatures trade texture for fidelity.  The RRDB features
+    of each image are computed once for all temperatures."""
     if images is None:
         images, _ = load_sr_images(name)
     images = images[: cfg.max_test_images]
     multiple = 2**cfg.levels
+    pairs = [hr_lr_pair(hr_full) for hr_full in images]
+    lrs, hws = [lr for _, lr in pairs], [tuple(hr.shape[1:]) for hr, _ in pairs]
+    preds = predict_images(models["cnf"], lrs, hws, multiple, tuple(cfg.temperatures), cfg.seed, f"{name}/sweep", cfg.eval_batch)
+    preds[None] = predict_images(models["baseline"], lrs, hws, multiple, (None,), batch=cfg.eval_batch)[None]
     out: dict[str, Any] = {}
     for tau in (*cfg.temperatures, None):
-        g = torch.Generator().manual_seed(cfg.seed + 13)
         scores = _Scores()
-        for hr_full in images:
-            hr, lr = hr_lr_pair(hr_full)
-            scores.add(predict_full(models["cnf" if tau is not None else "baseline"], lr, tuple(hr.shape[1:]), multiple, tau, g), hr)
+        for (hr, _), pred in zip(pairs, preds[tau]):
+            scores.add(pred, hr)
         out["LL Baseline (mode)" if tau is None else f"CNF tau={tau}"] = scores.summary()
     return out
 
@@ -248,7 +291,7 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
             model.eval()
             out["train_time_s"][f"{name}_{size}"] = wall
             out["parameters"][name] = sum(p.numel() for p in model.parameters())
-            out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(model, hr_te, lr_te)
+            out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}")
         out["models"][size] = models
     best = out["models"][max(cfg.sizes)]
     for name, imgs in test_sets.items():
@@ -291,9 +334,10 @@ def plot_fig3(models: dict[str, nn.Module], hr: Tensor, lr: Tensor, cfg: SRConfi
 
     y, x, s = box
     multiple = 2**cfg.levels
-    g = torch.Generator().manual_seed(cfg.seed + 12)
-    panels = [(f"CNF tau={t}", predict_full(models["cnf"], lr, tuple(hr.shape[1:]), multiple, t, g)) for t in (0.0, 0.5, 1.0)]
-    panels.append(("factorized baseline (mode)", predict_full(models["baseline"], lr, tuple(hr.shape[1:]), multiple, None, g)))
+    taus = (0.0, 0.5, 1.0)
+    preds = predict_images(models["cnf"], [lr], [tuple(hr.shape[1:])], multiple, taus, cfg.seed, "fig3")
+    panels = [(f"CNF tau={t}", preds[t][0]) for t in taus]
+    panels.append(("factorized baseline (mode)", predict_full(models["baseline"], lr, tuple(hr.shape[1:]), multiple, None)))
     panels.append(("ground truth", hr.float()))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.6))
     for ax, (title, img) in zip(axes, panels):
