@@ -16,14 +16,15 @@ SHARED_DATA := $(abspath ../shared/data)
 export CNFKIT_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export PYTHONHASHSEED := 0
 
-.PHONY: help env test test-fast reproduce smoke lab bench data clean
+.PHONY: help env test test-fast reproduce smoke lab bench bench-throughput data clean
 
 help:
 	@echo "make test                 pytest + nbval on the committed notebooks (creates the environment)"
 	@echo "make reproduce [PROFILE=smoke|quick|full] [DEVICE=auto|cpu|cuda:N]   run every notebook, write results/<profile>/"
 	@echo "make smoke                reproduce with PROFILE=smoke"
 	@echo "make lab                  JupyterLab on notebooks/"
-	@echo "make bench                throughput benchmark (benchmarks/throughput.py)"
+	@echo "make bench                every experiment and phase against the machine's FLOP limit (benchmarks/phases.py)"
+	@echo "make bench-throughput     flow-only train/sample throughput, eager and compiled (benchmarks/throughput.py)"
 	@echo "make data                 verify / download the datasets (python -m cnfkit.data fetch)"
 	@echo "make clean                remove the environment, caches and smoke results"
 
@@ -61,6 +62,9 @@ lab: $(STAMP)
 	$(ENV_DIR)/bin/jupyter lab notebooks/
 
 bench: $(STAMP)
+	$(PY) benchmarks/phases.py --out results/benchmarks
+
+bench-throughput: $(STAMP)
 	$(PY) benchmarks/throughput.py --out results/benchmarks
 
 data: $(STAMP)

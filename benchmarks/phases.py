@@ -93,8 +93,11 @@ def _step(model, loss_fn, batch, opt):
     return run
 
 
-def build(experiment: str, phase: str, profile: str, device: torch.device):
-    """``(fn, description)``: one call of ``fn`` is one unit of the phase."""
+def build(experiment: str, phase: str, profile: str, device: torch.device, max_batch: int | None = None):
+    """``(fn, description)``: one call of ``fn`` is one unit of the phase.  ``max_batch`` caps the
+    batch of the image experiments' train / sample rows and the crops of the SR evaluation unit (a CPU
+    cannot hold the full profile's SR batch of 64 at 64x64); the workload text says what ran."""
+    cap = (lambda n: n if max_batch is None else min(n, max_batch))  # noqa: E731
     from cnfkit.utils import row_generators
 
     g = torch.Generator().manual_seed(0)
@@ -178,6 +181,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device):
         from cnfkit.experiments import drive
 
         cfg = drive.config(profile)
+        cfg = cfg.replace(batch=cap(cfg.batch))
         if phase == "train":
             model = drive.build_model("cnf", cfg).to(device)
             x = torch.rand(cfg.batch, 3, cfg.crop, cfg.crop, generator=g)
@@ -202,7 +206,10 @@ def build(experiment: str, phase: str, profile: str, device: torch.device):
         from cnfkit.experiments import superres as sr
 
         cfg = sr.config(profile)
+        cfg = cfg.replace(batch=cap(cfg.batch), crops_per_image=cap(cfg.crops_per_image))
         models = sr.build_models(cfg)
+        if cfg.channels_last:
+            models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
         size = max(cfg.sizes)
         model = models["cnf"].to(device)
         arch = f"CNF K={cfg.flow_steps} {cfg.hidden} hidden, {cfg.rrdb_blocks} RRDB blocks of {cfg.nf}"
@@ -232,7 +239,8 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_row(experiment: str, phase: str, profile: str, device: str, dtype: str, repeats: int, warmup: int, peak: float) -> dict:
+def run_row(experiment: str, phase: str, profile: str, device: str, dtype: str, repeats: int, warmup: int, peak: float,
+            max_batch: int | None = None) -> dict:
     """One row, in this process (the parent runs each row in a fresh one)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -240,7 +248,7 @@ def run_row(experiment: str, phase: str, profile: str, device: str, dtype: str, 
 
     set_threads()
     dev = torch.device(device)
-    fn, workload = build(experiment, phase, profile, dev)
+    fn, workload = build(experiment, phase, profile, dev, max_batch)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast(dev.type, enabled=False)
     grad = torch.enable_grad() if phase == "train" else torch.no_grad()
 
@@ -283,14 +291,16 @@ def main(argv=None) -> int:
     p.add_argument("--profiles", nargs="+", default=["quick", "full"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per row (median); full-profile rows: --repeats-full")
+    p.add_argument("--repeats-full", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls after the first (which initialises) and the FLOP count")
+    p.add_argument("--max-batch", type=int, default=None, help="cap image batches (default: 4 on CPU for the full profile)")
     p.add_argument("--timeout", type=int, default=900, help="seconds per row")
     p.add_argument("--row", help=argparse.SUPPRESS)  # internal: experiment:phase:profile:dtype:peak
     a = p.parse_args(argv)
     if a.row:
         experiment, phase, profile, dtype, peak = a.row.split(":")
-        print(json.dumps(run_row(experiment, phase, profile, a.device, dtype, a.repeats, a.warmup, float(peak))))
+        print(json.dumps(run_row(experiment, phase, profile, a.device, dtype, a.repeats, a.warmup, float(peak), a.max_batch)))
         return 0
     dev = torch.device(a.device)
     torch.set_num_threads(int(os.environ.get("CNFKIT_THREADS", torch.get_num_threads())))
@@ -301,8 +311,13 @@ def main(argv=None) -> int:
         for profile in a.profiles:
             for phase in a.phases:
                 for dt in a.dtypes:
+                    full = profile == "full"
                     cmd = [sys.executable, __file__, "--row", f"{experiment}:{phase}:{profile}:{dt}:{peak[dt]['peak_gflops']}",
-                           "--device", a.device, "--repeats", str(a.repeats), "--warmup", str(a.warmup)]
+                           "--device", a.device, "--repeats", str(a.repeats_full if full else a.repeats),
+                           "--warmup", str(0 if full else a.warmup)]
+                    max_batch = a.max_batch if a.max_batch is not None else (4 if full and dev.type == "cpu" else None)
+                    if max_batch is not None:
+                        cmd += ["--max-batch", str(max_batch)]
                     try:
                         res = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, cwd=ROOT)
                         if res.returncode:

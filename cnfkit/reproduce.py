@@ -136,7 +136,12 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
             print(f"\nFAILED: {nb.name}, cell {cell} ({reason})\nthe partially executed notebook is {executed}", file=sys.stderr)
             return 1
         sanitize_notebook(executed, root)
-        stamp.write_text(json.dumps({"key": key, "wall_time_s": round(time.perf_counter() - t0, 1)}) + "\n")
+        wall = round(time.perf_counter() - t0, 1)
+        stamp.write_text(json.dumps({"key": key, "wall_time_s": wall}) + "\n")
+        timings_path = out / "notebook_times.json"  # wall time of each notebook's last complete run
+        timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+        timings[nb.stem] = wall
+        timings_path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
         print(f"[done] {nb.name} in {time.perf_counter() - t0:.0f} s")
     return 0
 

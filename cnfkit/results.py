@@ -12,6 +12,8 @@ import hashlib
 import json
 import platform
 import subprocess
+import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import torch
 
 from .data.store import REGISTRY
 
-__all__ = ["git_commit", "provenance", "save_json", "load_json"]
+__all__ = ["git_commit", "provenance", "save_json", "load_json", "PhaseTimer", "phase"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,20 +45,50 @@ def dataset_digest(name: str) -> str:
     return h.hexdigest()
 
 
-def provenance(profile: str, seeds: list[int] | tuple[int, ...], wall_time_s: float, datasets: dict[str, str] | None = None) -> dict[str, Any]:
-    """``datasets`` maps a dataset name to a digest; registered names may map to ``"registry"``."""
+class PhaseTimer:
+    """Wall time per phase of a run: ``with timer("training"): ...``; the drivers fill it, the results JSON shows it."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+    def summary(self, wall_time_s: float) -> dict[str, float]:
+        """Each phase, and the rest of the wall time (tables, figures, data loading) as ``other``."""
+        out = {k: round(v, 2) for k, v in self.seconds.items()}
+        out["other"] = round(max(0.0, wall_time_s - sum(self.seconds.values())), 2)
+        return out
+
+
+def phase(timer: "PhaseTimer | None", name: str):
+    """``timer(name)``, or a no-op context when there is no timer."""
+    return timer(name) if timer is not None else nullcontext()
+
+
+def provenance(profile: str, seeds: list[int] | tuple[int, ...], wall_time_s: float, datasets: dict[str, str] | None = None,
+               phases: PhaseTimer | None = None) -> dict[str, Any]:
+    """``datasets`` maps a dataset name to a digest; registered names may map to ``"registry"``.
+    ``phases``: the run's per-phase wall times (training, evaluation, other)."""
     ds = {k: (dataset_digest(k) if v == "registry" else v) for k, v in (datasets or {}).items()}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
     return dict(
         profile=profile, seeds=list(seeds), git_commit=git_commit(), datasets=ds, device=device,
         torch=torch.__version__, python=platform.python_version(), wall_time_s=round(float(wall_time_s), 2),
+        **({"phase_times_s": phases.summary(float(wall_time_s))} if phases is not None else {}),
     )
 
 
-def save_json(path: str | Path, payload: dict[str, Any], *, profile: str, seeds, wall_time_s: float, datasets=None) -> Path:
+def save_json(path: str | Path, payload: dict[str, Any], *, profile: str, seeds, wall_time_s: float, datasets=None,
+              phases: PhaseTimer | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"provenance": provenance(profile, seeds, wall_time_s, datasets), **payload}
+    doc = {"provenance": provenance(profile, seeds, wall_time_s, datasets, phases), **payload}
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=float) + "\n")
     tmp.replace(path)

@@ -633,6 +633,7 @@ def train_steps(
     channels_last: bool = False,
     compile: bool = False,
     autocast: str = "none",
+    timer=None,
 ) -> tuple[list[dict[str, float]], float]:
     """The experiment drivers' one way to train: build the config and :class:`Trainer`, fit.
 
@@ -646,5 +647,8 @@ def train_steps(
     cfg = TrainConfig(steps=steps, lr=lr, log_every=max(1, steps // 50), seed=seed, grad_clip=grad_clip, checkpoint_every=checkpoint_every,
                       channels_last=channels_last, compile=compile, autocast=autocast)
     trainer = Trainer(model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc)
-    history = trainer.fit()
+    from .results import phase
+
+    with phase(timer, "training"):
+        history = trainer.fit()
     return history, trainer.wall_time

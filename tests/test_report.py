@@ -53,3 +53,23 @@ def test_render_and_readme_section(tmp_path):
 
 def test_markdown_cells_escape_pipes():
     assert "p(x\\|y)" in report.markdown_table(["p(x|y)"], [["a|b"]])
+
+
+def test_phase_timer_goes_into_the_provenance(tmp_path):
+    import json
+    import time
+
+    from cnfkit.results import PhaseTimer, phase, save_json
+
+    timer = PhaseTimer()
+    with timer("training"):
+        time.sleep(0.02)
+    with phase(timer, "evaluation"):
+        time.sleep(0.01)
+    with phase(None, "evaluation"):  # no timer: a no-op
+        pass
+    path = save_json(tmp_path / "r.json", {"x": 1}, profile="smoke", seeds=[0], wall_time_s=0.5, phases=timer)
+    times = json.loads(path.read_text())["provenance"]["phase_times_s"]
+    assert set(times) == {"training", "evaluation", "other"}
+    assert times["training"] >= 0.02 and times["evaluation"] >= 0.01
+    assert abs(sum(times.values()) - 0.5) < 0.02

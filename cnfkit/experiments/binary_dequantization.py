@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..profiles import Config, select
 from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
+from ..results import phase
 from ..train import EpochSampler, train_steps
 
 __all__ = ["support_demo", "binary_shapes", "BinaryDeqConfig", "CONFIGS", "config", "run_images"]
@@ -116,7 +117,7 @@ def config(profile: str | None) -> BinaryDeqConfig:
     return select(CONFIGS, profile)
 
 
-def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None = None, timer=None) -> dict[str, Any]:
     """Train the three models on :func:`binary_shapes` (on ``device``; ``None``: CUDA when available);
     test bits/dim on the CPU (and training curves)."""
     g = torch.Generator().manual_seed(cfg.seed)
@@ -133,9 +134,9 @@ def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None =
         torch.manual_seed(cfg.seed)
         loss = (lambda m, b: m.loss(b[1], b[0]).mean() / d) if name == "factored" else (lambda m, b: -m(b[1], b[0]).mean() / d)
         history, wall = train_steps(model, loss, EpochSampler((x_tr, y_tr), cfg.batch, seed=cfg.seed), steps=cfg.steps, lr=cfg.lr,
-                                    seed=cfg.seed, progress=progress, desc=f"binary-deq/{name}", device=device)
+                                    seed=cfg.seed, progress=progress, desc=f"binary-deq/{name}", device=device, timer=timer)
         model.cpu().eval()
-        with torch.no_grad():
+        with torch.no_grad(), phase(timer, "evaluation"):
             if name == "factored":
                 ll = weighted_bernoulli_log_likelihood(model.logits(x_te), y_te, cfg.beta)
             else:

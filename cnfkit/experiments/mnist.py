@@ -27,6 +27,7 @@ from ..data.mnist import load_mnist
 from ..flows import VectorFlow
 from ..profiles import Config, select
 from ..toy import pad, xiao_flow
+from ..results import phase
 from ..train import EpochSampler, train_steps
 
 __all__ = ["ConvAutoencoder", "MNISTConfig", "CONFIGS", "config", "run_dataset", "sample_grid", "style_grid", "plot_grid"]
@@ -111,11 +112,11 @@ def _images(x: Tensor) -> Tensor:
     return (x.float() / 255.0).unsqueeze(1)
 
 
-def _train(model, loss_fn, tensors, batch, epochs, lr, cfg, desc, progress, device):
+def _train(model, loss_fn, tensors, batch, epochs, lr, cfg, desc, progress, device, timer=None):
     """Train on ``device``; the model comes back on the CPU, where the (small) evaluation runs."""
     sampler = EpochSampler(tensors, batch, seed=cfg.seed)
     steps = max(1, epochs * sampler.per_epoch)
-    _, wall = train_steps(model, loss_fn, sampler, steps=steps, lr=lr, seed=cfg.seed, desc=desc, progress=progress, device=device)
+    _, wall = train_steps(model, loss_fn, sampler, steps=steps, lr=lr, seed=cfg.seed, desc=desc, progress=progress, device=device, timer=timer)
     model.cpu()
     return wall, steps
 
@@ -146,6 +147,7 @@ def run_dataset(
     progress: bool = True,
     data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
     device: str | None = None,
+    timer=None,
 ) -> dict[str, Any]:
     """Train the auto-encoder, Xiao et al.'s flow and the CNF on one dataset; measure accuracy.
 
@@ -168,7 +170,7 @@ def run_dataset(
     ae = ConvAutoencoder(cfg.latent_dim)
     times["autoencoder"], _ = _train(
         ae, lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[0], reduction="sum") / b[0].shape[0],
-        (x_tr,), cfg.ae_batch, cfg.ae_epochs, cfg.ae_lr, cfg, f"{name}/autoencoder", progress, device,
+        (x_tr,), cfg.ae_batch, cfg.ae_epochs, cfg.ae_lr, cfg, f"{name}/autoencoder", progress, device, timer,
     )
     u_tr, u_te = _encode_all(ae, x_tr), _encode_all(ae, x_te)
     mean, std = u_tr.mean(0), u_tr.std(0) + 1e-6
@@ -182,17 +184,18 @@ def run_dataset(
     dim = cfg.latent_dim + cfg.label_dim
     times["xiao_flow"], _ = _train(
         flow, lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(),
-        (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/xiao flow", progress, device,
+        (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/xiao flow", progress, device, timer,
     )
     torch.manual_seed(cfg.seed)
     cnf = VectorFlow(cfg.latent_dim, cond_dim=cfg.label_dim, blocks=cfg.flow_blocks, hidden=cfg.flow_hidden, layers=cfg.flow_layers)
     times["cnf"], _ = _train(
-        cnf, lambda m, b: -m(b[0], b[1]).mean(), (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/cnf", progress, device
+        cnf, lambda m, b: -m(b[0], b[1]).mean(), (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/cnf", progress, device, timer
     )
     flow.eval()
     cnf.eval()
-    acc_fwd = (predict_forward(flow, s_te, cfg, torch.Generator().manual_seed(cfg.seed + 1)) == y_te).float().mean().item()
-    acc_bayes = (predict_bayes(cnf, s_te, cfg) == y_te).float().mean().item()
+    with phase(timer, "evaluation"):
+        acc_fwd = (predict_forward(flow, s_te, cfg, torch.Generator().manual_seed(cfg.seed + 1)) == y_te).float().mean().item()
+        acc_bayes = (predict_bayes(cnf, s_te, cfg) == y_te).float().mean().item()
     metrics = {
         "accuracy_forward_pass": acc_fwd,
         "accuracy_cnf_bayes": acc_bayes,

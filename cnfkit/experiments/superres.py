@@ -33,6 +33,7 @@ from ..data.sr import SR_TEST_SETS, chroma_detail_ratio, downscale_images, hr_lr
 from ..metrics import sr_psnr_ssim
 from ..profiles import Config, ProfileError, select
 from ..superres import FactorizedLogisticSR, SRFlow
+from ..results import phase
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
 
@@ -61,6 +62,11 @@ class SRConfig(Config):
     coupling_scale: str = "soft_exp"  # the CNF's coupling scale s(.): "soft_exp" (bounded inverse) or Glow's "sigmoid"
     temperatures: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0)
     eval_batch: int = 8  # images (or crops) per forward call in evaluation; results do not depend on it
+    # the fast path (TrainConfig): channels-last measured on the 2-core CPU: RRDB features 1.65x, CNF sampling 1.33x,
+    # CNF train step 1.07x faster (baseline train step 1.02x slower); compile and bf16 autocast not yet measured on a GPU
+    channels_last: bool = True
+    compile: bool = False
+    autocast: str = "none"
     tau: float = 0.8  # temperature of the samples scored by PSNR/SSIM (Table 2)
     lr: float = 1e-4
     crop: int = 128
@@ -261,7 +267,7 @@ def temperature_sweep(models: dict[str, nn.Module], cfg: SRConfig, name: str = "
 
 
 def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None, device: str | None = None,
-        checkpoint_dir=None) -> dict[str, Any]:
+        checkpoint_dir=None, timer=None) -> dict[str, Any]:
     """Train CNF and baseline per HR size; Table 1 on held-out patches; Table 2 with the largest size's models.
 
     ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
@@ -287,15 +293,18 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
             loss = lambda m, b: -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)  # noqa: E731  bits/dim
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"superres-{cfg.digest()}" / f"{name}_{size}"
             _, wall = train_steps(model, loss, sampler, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, grad_clip=100.0,
-                                  progress=progress, desc=f"sr{size}/{name}", device=device, checkpoint_dir=ckpt)
+                                  progress=progress, desc=f"sr{size}/{name}", device=device, checkpoint_dir=ckpt,
+                                  channels_last=cfg.channels_last, compile=cfg.compile, autocast=cfg.autocast, timer=timer)
             model.eval()
             out["train_time_s"][f"{name}_{size}"] = wall
             out["parameters"][name] = sum(p.numel() for p in model.parameters())
-            out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}")
+            with phase(timer, "evaluation"):
+                out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}")
         out["models"][size] = models
     best = out["models"][max(cfg.sizes)]
     for name, imgs in test_sets.items():
-        out["table2"][name] = evaluate_test_set(name, best, cfg, imgs)
+        with phase(timer, "evaluation"):
+            out["table2"][name] = evaluate_test_set(name, best, cfg, imgs)
     return out
 
 

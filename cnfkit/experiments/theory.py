@@ -36,6 +36,7 @@ from ..toy import (
     xiao_flow,
 )
 from ..train import EpochSampler, train_steps
+from ..results import phase
 
 __all__ = ["TheoryConfig", "CONFIGS", "config", "run_rotating", "run_gmm", "INN_SETTINGS"]
 
@@ -88,10 +89,10 @@ def config(profile: str | None) -> TheoryConfig:
     return select(CONFIGS, profile)
 
 
-def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc: str, progress: bool, device) -> tuple[float, list]:
+def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc: str, progress: bool, device, timer=None) -> tuple[float, list]:
     """Train on ``device``; the model comes back on the CPU, where the (small) evaluation runs."""
     history, wall = train_steps(model, loss_fn, batches, steps=steps, lr=cfg.lr, seed=cfg.seed, desc=desc, progress=progress,
-                                device=device)
+                                device=device, timer=timer)
     model.cpu()
     return wall, history
 
@@ -99,7 +100,7 @@ def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc
 # --- part 1 ------------------------------------------------------------------------------------
 
 
-def run_rotating(cfg: TheoryConfig, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+def run_rotating(cfg: TheoryConfig, progress: bool = True, device: str | None = None, timer=None) -> dict[str, Any]:
     """Train a CNF and a factorized Gaussian on :func:`~cnfkit.toy.rotating_modes`."""
     g = torch.Generator().manual_seed(cfg.seed)
     x_tr, y_tr = rotating_modes(cfg.rot_train, g)
@@ -112,9 +113,9 @@ def run_rotating(cfg: TheoryConfig, progress: bool = True, device: str | None = 
     out: dict[str, Any] = {"models": models, "metrics": {}}
     batches = EpochSampler((x_tr, y_tr), cfg.rot_batch, seed=cfg.seed)
     for name, model in models.items():
-        wall, _ = _fit(model, lambda m, b: -m(b[1], b[0]).mean(), batches, cfg.rot_steps, cfg, f"rotating/{name}", progress, device)
+        wall, _ = _fit(model, lambda m, b: -m(b[1], b[0]).mean(), batches, cfg.rot_steps, cfg, f"rotating/{name}", progress, device, timer)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), phase(timer, "evaluation"):
             nll = -model.log_prob(y_te, x_te).mean().item()
         out["metrics"][name] = {"test_nll": nll, "train_time_s": wall, "parameters": sum(p.numel() for p in model.parameters())}
     out["metrics"]["true"] = {"test_nll": -rotating_modes_log_prob(y_te, x_te).mean().item()}
@@ -205,7 +206,8 @@ def gmm_loss(name: str, cfg: TheoryConfig):
     return lambda m, b: inn_loss(m, b[0], b[1], float(b[2]), weights, cfg.z_dim, cfg.pad_noise, cfg.label_noise)[0]
 
 
-def run_gmm(cfg: TheoryConfig, methods: tuple[str, ...] = GMM_METHODS, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+def run_gmm(cfg: TheoryConfig, methods: tuple[str, ...] = GMM_METHODS, progress: bool = True, device: str | None = None,
+            timer=None) -> dict[str, Any]:
     """Train every method on the 8-mode problem and measure it."""
     g = torch.Generator().manual_seed(cfg.seed)
     x_tr, l_tr = eight_modes(cfg.gmm_train, g)
@@ -220,16 +222,17 @@ def run_gmm(cfg: TheoryConfig, methods: tuple[str, ...] = GMM_METHODS, progress:
     for name in methods:
         torch.manual_seed(cfg.seed)
         model = build_gmm_model(name, cfg)
-        wall, history = _fit(model, gmm_loss(name, cfg), batches, cfg.gmm_steps, cfg, f"gmm/{name}", progress, device)
+        wall, history = _fit(model, gmm_loss(name, cfg), batches, cfg.gmm_steps, cfg, f"gmm/{name}", progress, device, timer)
         model.eval()
         eval_g = torch.Generator().manual_seed(cfg.seed + 1)
-        acc = (predict_labels(name, model, x_te, cfg, eval_g) == l_te).float().mean().item()
-        m = {"accuracy": acc, "accuracy_kind": "Bayes rule" if name == "cnf" else "forward pass", "train_time_s": wall}
-        m.update(posterior_metrics(name, model, cfg, eval_g))
-        if name == "cnf":
-            with torch.no_grad():
-                m["test_nll"] = -model.log_prob(x_te, _onehot(l_te, cfg.label_dim)).mean().item()
-            m["true_test_nll"] = -eight_modes_log_prob(x_te, l_te).mean().item()
+        with phase(timer, "evaluation"):
+            acc = (predict_labels(name, model, x_te, cfg, eval_g) == l_te).float().mean().item()
+            m = {"accuracy": acc, "accuracy_kind": "Bayes rule" if name == "cnf" else "forward pass", "train_time_s": wall}
+            m.update(posterior_metrics(name, model, cfg, eval_g))
+            if name == "cnf":
+                with torch.no_grad():
+                    m["test_nll"] = -model.log_prob(x_te, _onehot(l_te, cfg.label_dim)).mean().item()
+                m["true_test_nll"] = -eight_modes_log_prob(x_te, l_te).mean().item()
         out["models"][name], out["metrics"][name], out["histories"][name] = model, m, history
     out["metrics"]["true_posterior"] = reference_metrics(cfg, torch.Generator().manual_seed(cfg.seed + 2))
     return out
