@@ -16,12 +16,13 @@ SHARED_DATA := $(abspath ../shared/data)
 export CNFKIT_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export PYTHONHASHSEED := 0
 
-.PHONY: help env test test-fast reproduce smoke lab bench bench-throughput data clean
+.PHONY: help env test test-fast reproduce smoke notebooks lab bench bench-throughput data clean
 
 help:
 	@echo "make test                 pytest + nbval on the committed notebooks (creates the environment)"
 	@echo "make reproduce [PROFILE=smoke|quick|full] [DEVICE=auto|cpu|cuda:N]   run every notebook, write results/<profile>/"
 	@echo "make smoke                reproduce with PROFILE=smoke"
+	@echo "make notebooks            re-execute the committed notebooks in place (smoke outputs, what nbval checks)"
 	@echo "make lab                  JupyterLab on notebooks/"
 	@echo "make bench                every experiment and phase against the machine's FLOP limit (benchmarks/phases.py)"
 	@echo "make bench-throughput     flow-only train/sample throughput, eager and compiled (benchmarks/throughput.py)"
@@ -57,6 +58,9 @@ reproduce: $(STAMP)
 
 smoke:
 	$(MAKE) reproduce PROFILE=smoke
+
+notebooks: $(STAMP)
+	$(PY) -m cnfkit.reproduce --refresh-committed
 
 lab: $(STAMP)
 	$(ENV_DIR)/bin/jupyter lab notebooks/

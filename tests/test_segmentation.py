@@ -193,3 +193,30 @@ def test_drive_evaluation_does_not_depend_on_the_batch_size(name):
     if name != "factored":
         counts = one["soft_maps"] * 5  # a mean of 5 binary samples
         assert torch.allclose(counts, counts.round(), atol=1e-5)
+
+
+def test_drive_run_reports_the_probabilistic_metrics():
+    from cnfkit.data.drive import DriveSplit
+    from cnfkit.experiments import drive
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(2, 3, 40, 36, generator=g)
+    labels = torch.zeros(2, 1, 40, 36)
+    labels[..., 10:13, 4:32] = 1  # a 3-pixel-wide vessel
+    second = torch.zeros_like(labels)
+    second[..., 10:12, 4:32] = 1  # a thinner second grader
+    split = DriveSplit(imgs, labels, torch.ones_like(labels), ["a", "b"], second)
+    cfg = drive.CONFIGS["smoke"].replace(pad_to=48, crop=16, steps=2, test_images=2, n_samples=3, n_scatter=2)
+    out = drive.run(cfg, data=(split, split), progress=False, device="cpu")
+    for name in drive.MODELS:
+        s = out["summary"][name]
+        assert 0 <= s["calibration"]["ece"] <= 1 and "bins" in s["calibration"]
+        assert s["pr_distance_to_human"]["energy_distance"] >= -1e-9
+        assert set(s["ged"]) == {"ged", "cross", "diversity", "annotator_diversity"}
+        assert s["vessel_width"] > 0
+        assert s["uncertainty_auroc"] is None or 0 <= s["uncertainty_auroc"] <= 1
+    h = out["human"]
+    assert h["vessel_width_annotation"] == pytest.approx(3, rel=0.15) and h["vessel_width_second_observer"] == pytest.approx(2, rel=0.2)
+    assert h["ged_between_annotators"] == pytest.approx(1 / 3)
+    payload = drive.json_payload(out)
+    assert "samples" not in payload["runs"]["cnf"][0] and "soft_maps" not in payload["runs"]["cnf"][0]

@@ -182,3 +182,24 @@ def test_sr_evaluation_does_not_depend_on_the_batch_size():
     lrs = [sr.hr_lr_pair(im)[1] for im in imgs]
     groups = sr._groups(lrs, 4, 3)
     assert sorted(i for grp in groups for i in grp) == [0, 1, 2, 3] and all(len(grp) <= 3 for grp in groups)
+
+
+def test_probabilistic_evaluation_keys_and_sanity():
+    from cnfkit.experiments import superres as sr
+
+    torch.manual_seed(0)
+    cfg = sr.config("smoke").replace(n_posterior=3)
+    models = sr.build_models(cfg)
+    for m in models.values():
+        m.eval()
+    with torch.no_grad():
+        models["cnf"](torch.zeros(2, 3, 16, 16), torch.zeros(2, 3, 8, 8))
+    g = torch.Generator().manual_seed(4)
+    imgs = [torch.randint(0, 256, (3, 20, 26), generator=g, dtype=torch.uint8), torch.randint(0, 256, (3, 24, 24), generator=g, dtype=torch.uint8)]
+    out = sr.probabilistic_evaluation(models, cfg, images=imgs)
+    assert set(out) >= {"lr_psnr", "diversity", "posterior_mean"}
+    assert out["diversity"]["CNF tau=0.0"] == 0  # temperature 0: every sample is the same
+    assert out["diversity"]["CNF tau=1.0"] > 0
+    assert all(v is None or 0 < v <= 100 for k, v in out["lr_psnr"].items() if not k.startswith("_"))
+    pm = out["posterior_mean"]
+    assert pm["CNF mean of 3 samples, tau=1.0"]["psnr"] is not None and "LL Baseline (mode)" in pm

@@ -170,7 +170,7 @@ def evaluate(name: str, model: nn.Module, test: DriveSplit, cfg: DriveConfig, se
             ll = model(yb, xb, generator=row_generators(seed, [(i, "dequantization") for i in rows], "drive-eval"))
         bits[rows.start : rows.stop] = (-ll.double() / math.log(2) / n_pixels).cpu()
     n_draws = max(cfg.n_samples, cfg.n_scatter) if name != "factored" else cfg.n_scatter
-    soft, scatter = [], []
+    soft, scatter, samples = [], [], []
     for i in range(n):
         xi = x[i : i + 1].to(dev)
         feats = model.conditioning(xi) if name != "factored" else None
@@ -186,8 +186,10 @@ def evaluate(name: str, model: nn.Module, test: DriveSplit, cfg: DriveConfig, se
             kept.extend(d[: max(0, min(cfg.n_scatter, js.stop) - js.start)].cpu())
         s = p if name == "factored" else total / cfg.n_samples
         soft.append(crop_to(s, size).cpu())
+        kept = [crop_to(d[None], size)[0] for d in kept]
+        samples.append(torch.stack(kept))
         for d in kept:
-            scatter.append(precision_recall(crop_to(d[None], size), y[i : i + 1], mask[i : i + 1]))
+            scatter.append(precision_recall(d[None], y[i : i + 1], mask[i : i + 1]))
     soft_t = torch.cat(soft)
     precision, recall, _ = pr_curve(soft_t, y, mask)
     best_f, best_t = max_f_score(soft_t, y, mask)
@@ -199,7 +201,39 @@ def evaluate(name: str, model: nn.Module, test: DriveSplit, cfg: DriveConfig, se
         "pr_curve": {"precision": precision[keep].tolist(), "recall": recall[keep].tolist()},
         "sample_precision_recall": scatter,
         "soft_maps": soft_t,  # DRIVE-derived: never written into the repository
+        "samples": samples,  # per image [n_scatter, 1, H, W] binary samples; DRIVE-derived, never written
     }
+
+
+def probabilistic_evaluation(name: str, ev: dict[str, Any], test: DriveSplit, cfg: DriveConfig, human_points=None) -> dict[str, Any]:
+    """Beyond Table 3 (tested metric functions in :mod:`cnfkit.probabilistic`), inside the FOV:
+
+    * ``calibration``: reliability diagram and ECE of the per-pixel probability map (the CNFs' mean
+      of samples, the factored model's p);
+    * ``pr_distance_to_human``: energy distance and mean nearest-point distance between the cloud of
+      single-sample (precision, recall) points and the second grader's points (Fig 5's claim);
+    * ``ged``: generalized energy distance (d = 1 - IoU) between the model's samples of an image and
+      its two annotations, with the sample diversity, averaged over images;
+    * ``vessel_width``: mean width (area / skeleton length) of the map thresholded at the max-F threshold;
+    * ``uncertainty_auroc``: AUROC of the per-pixel uncertainty (the variance of the binary samples,
+      m(1 - m), for the CNFs; p(1 - p) for the factored model) for predicting the pixels that the
+      max-F prediction gets wrong."""
+    from ..probabilistic import auroc, binary_calibration, generalized_energy_distance, point_cloud_distance, vessel_width
+
+    n = ev["soft_maps"].shape[0]
+    y, mask = test.labels[:n], test.masks[:n]
+    soft = ev["soft_maps"].to(torch.float64)
+    out: dict[str, Any] = {"calibration": binary_calibration(soft.clamp(0, 1), y, mask)}
+    if human_points is not None:
+        out["pr_distance_to_human"] = point_cloud_distance(ev["sample_precision_recall"], human_points)
+    if test.second is not None and ev["samples"][0].shape[0] >= 1:
+        geds = [generalized_energy_distance(ev["samples"][i][:, 0], torch.stack([y[i, 0], test.second[i, 0]]), mask[i, 0]) for i in range(n)]
+        out["ged"] = {k: float(np.mean([g[k] for g in geds])) for k in geds[0]}
+    pred = (soft >= ev["threshold"]).float()
+    out["vessel_width"] = float(np.mean([vessel_width(pred[i, 0] * mask[i, 0]) for i in range(n) if (pred[i, 0] * mask[i, 0]).any()]))
+    errors = (pred != y).float()
+    out["uncertainty_auroc"] = auroc(soft * (1 - soft), errors, mask) if 0 < float((errors * mask).sum()) < float(mask.sum()) else None
+    return out
 
 
 def human_observer(test: DriveSplit, cfg: DriveConfig) -> dict[str, Any]:
@@ -224,6 +258,8 @@ def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = Tru
             model, wall = train_model(name, train, cfg, seed, progress, ckpt, device, timer)
             with phase(timer, "evaluation"):
                 ev = evaluate(name, model, test, cfg, seed)
+                human = human_observer(test, cfg)["sample_precision_recall"] if test.second is not None else None
+                ev["probabilistic"] = probabilistic_evaluation(name, ev, test, cfg, human)
             ev["train_time_s"] = wall
             out["runs"][name].append(ev)
         runs = out["runs"][name]
@@ -234,13 +270,43 @@ def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = Tru
         }
     if test.second is not None:
         out["human"] = human_observer(test, cfg)
+        n = min(cfg.test_images, len(test))
+        from ..probabilistic import iou_distance, vessel_width
+
+        out["human"]["ged_between_annotators"] = float(iou_distance(test.labels[:n] * test.masks[:n], test.second[:n] * test.masks[:n]).mean())
+        out["human"]["vessel_width_annotation"] = float(np.mean([vessel_width(test.labels[i, 0] * test.masks[i, 0]) for i in range(n)]))
+        out["human"]["vessel_width_second_observer"] = float(np.mean([vessel_width(test.second[i, 0] * test.masks[i, 0]) for i in range(n)]))
+    for name in models:  # the beyond-paper metrics of the first seed, by key (drive.json)
+        first = out["runs"][name][0]["probabilistic"]
+        out["summary"][name].update({k: first[k] for k in ("calibration", "pr_distance_to_human", "ged", "vessel_width", "uncertainty_auroc") if k in first})
     return out
 
 
 def json_payload(result: dict[str, Any]) -> dict[str, Any]:
     """Everything but the soft maps (DRIVE-derived arrays stay out of files that may be committed)."""
-    runs = {m: [{k: v for k, v in r.items() if k != "soft_maps"} for r in rs] for m, rs in result["runs"].items()}
+    runs = {m: [{k: v for k, v in r.items() if k not in ("soft_maps", "samples")} for r in rs] for m, rs in result["runs"].items()}
     return {"summary": result["summary"], "runs": runs, "human": result.get("human")}
+
+
+def probabilistic_table(result: dict[str, Any]):
+    """Beyond Table 3, one row per model (and the graders): ECE, distance of the single-sample PR
+    cloud to the second grader's, GED to the two annotations and sample diversity, vessel width at
+    the max-F threshold, AUROC of the uncertainty for the errors."""
+    import pandas as pd
+
+    rows = []
+    for name in result["summary"]:
+        s = result["summary"][name]
+        rows.append({"model": LABELS[name], "ECE": s["calibration"]["ece"],
+                     "PR energy distance to 2nd grader": (s.get("pr_distance_to_human") or {}).get("energy_distance"),
+                     "GED to the 2 graders": (s.get("ged") or {}).get("ged"), "sample diversity (1 - IoU)": (s.get("ged") or {}).get("diversity"),
+                     "vessel width [px]": s["vessel_width"], "uncertainty AUROC for errors": s["uncertainty_auroc"]})
+    h = result.get("human")
+    if h and "vessel_width_annotation" in h:
+        rows.append({"model": "1st grader (annotation)", "vessel width [px]": h["vessel_width_annotation"]})
+        rows.append({"model": "2nd grader", "vessel width [px]": h["vessel_width_second_observer"],
+                     "sample diversity (1 - IoU)": h["ged_between_annotators"]})
+    return pd.DataFrame(rows).set_index("model")
 
 
 # --- figures ------------------------------------------------------------------------------------

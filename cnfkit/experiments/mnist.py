@@ -134,6 +134,21 @@ def predict_forward(flow: VectorFlow, u_std: Tensor, cfg: MNISTConfig, generator
     return out[:, cfg.latent_dim :].argmax(dim=1)
 
 
+def forward_probs(flow: VectorFlow, u_std: Tensor, cfg: MNISTConfig, generator: torch.Generator | None = None) -> Tensor:
+    """Class probabilities of the forward-pass classifier under the model's own label-noise model:
+    ``y~ = e_c + N(0, s^2 I)`` gives ``p(c | y~) = softmax_c(y~_c / s^2)`` (uniform class prior)."""
+    with torch.no_grad():
+        out, _ = flow.encode(pad(u_std, cfg.latent_dim + cfg.label_dim, cfg.pad_noise, generator))
+    return torch.softmax(out[:, cfg.latent_dim :].double() / cfg.label_noise**2, dim=1)
+
+
+def bayes_probs(cnf: VectorFlow, u_std: Tensor, cfg: MNISTConfig) -> Tensor:
+    """Class probabilities of the CNF by Bayes' rule with a uniform prior: ``softmax_c log p(u | c)``."""
+    with torch.no_grad():
+        scores = [cnf.log_prob(u_std, F.one_hot(torch.full((u_std.shape[0],), c), cfg.label_dim).float()) for c in range(cfg.label_dim)]
+    return torch.softmax(torch.stack(scores, dim=1).double(), dim=1)
+
+
 def predict_bayes(cnf: VectorFlow, u_std: Tensor, cfg: MNISTConfig) -> Tensor:
     """Bayes' rule with uniform class prior: ``argmax_c log p(u | c)``."""
     with torch.no_grad():
@@ -194,12 +209,18 @@ def run_dataset(
     flow.eval()
     cnf.eval()
     with phase(timer, "evaluation"):
-        acc_fwd = (predict_forward(flow, s_te, cfg, torch.Generator().manual_seed(cfg.seed + 1)) == y_te).float().mean().item()
-        acc_bayes = (predict_bayes(cnf, s_te, cfg) == y_te).float().mean().item()
+        from ..probabilistic import classification_calibration
+
+        p_fwd = forward_probs(flow, s_te, cfg, torch.Generator().manual_seed(cfg.seed + 1))
+        p_bayes = bayes_probs(cnf, s_te, cfg)
+        acc_fwd = (p_fwd.argmax(1) == y_te).float().mean().item()
+        acc_bayes = (p_bayes.argmax(1) == y_te).float().mean().item()
+        calibration = {"forward_pass": classification_calibration(p_fwd, y_te), "cnf_bayes": classification_calibration(p_bayes, y_te)}
     metrics = {
         "accuracy_forward_pass": acc_fwd,
         "accuracy_cnf_bayes": acc_bayes,
         "test_reconstruction_bce": recon_bce,
+        "calibration": calibration,
         "train_time_s": times,
         "n_train": int(x_tr.shape[0]),
         "n_test": int(x_te.shape[0]),

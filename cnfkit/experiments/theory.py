@@ -161,24 +161,33 @@ def predict_labels(name: str, model: nn.Module, x: Tensor, cfg: TheoryConfig, ge
 
 def posterior_metrics(name: str, model: nn.Module, cfg: TheoryConfig, generator: torch.Generator) -> dict[str, float]:
     """Per-label MMD to true posterior samples and mean true log-density of model samples."""
-    mmds, logp = [], []
+    from ..probabilistic import mode_mass_error
+
+    mmds, logp, tv = [], [], []
     for c in range(cfg.label_dim):
         s = posterior_samples(name, model, c, cfg.n_posterior, cfg, generator)
         true = EIGHT_MODE_CENTERS[c] + EIGHT_MODE_STD * torch.randn(cfg.n_posterior, 2, generator=generator)
         mmds.append(mmd_multiscale(s, true).item())
         logp.append(eight_modes_log_prob(s, torch.full((s.shape[0],), c)).clamp_min(-1e4).mean().item())
-    return {"posterior_mmd": sum(mmds) / len(mmds), "posterior_true_logp": sum(logp) / len(logp), "posterior_mmd_per_label": mmds}
+        finite = torch.isfinite(s).all(1)
+        tv.append(mode_mass_error(s[finite], EIGHT_MODE_CENTERS, F.one_hot(torch.tensor(c), 8).double())["total_variation"] if finite.any() else 1.0)
+    # per-mode mass error: the posterior of label c is all on mode c; total variation 0.5 * sum_k |mass_k - truth_k|
+    return {"posterior_mmd": sum(mmds) / len(mmds), "posterior_true_logp": sum(logp) / len(logp), "posterior_mmd_per_label": mmds,
+            "mode_mass_error": sum(tv) / len(tv), "mode_mass_error_per_label": tv}
 
 
 def reference_metrics(cfg: TheoryConfig, generator: torch.Generator) -> dict[str, float]:
     """The same metrics for exact posterior samples: the floor a perfect model reaches."""
-    mmds, logp = [], []
+    from ..probabilistic import mode_mass_error
+
+    mmds, logp, tv = [], [], []
     for c in range(cfg.label_dim):
         a = EIGHT_MODE_CENTERS[c] + EIGHT_MODE_STD * torch.randn(cfg.n_posterior, 2, generator=generator)
         b = EIGHT_MODE_CENTERS[c] + EIGHT_MODE_STD * torch.randn(cfg.n_posterior, 2, generator=generator)
         mmds.append(mmd_multiscale(a, b).item())
         logp.append(eight_modes_log_prob(a, torch.full((a.shape[0],), c)).mean().item())
-    return {"posterior_mmd": sum(mmds) / len(mmds), "posterior_true_logp": sum(logp) / len(logp)}
+        tv.append(mode_mass_error(a, EIGHT_MODE_CENTERS, F.one_hot(torch.tensor(c), 8).double())["total_variation"])
+    return {"posterior_mmd": sum(mmds) / len(mmds), "posterior_true_logp": sum(logp) / len(logp), "mode_mass_error": sum(tv) / len(tv)}
 
 
 def build_gmm_model(name: str, cfg: TheoryConfig) -> nn.Module:
@@ -262,6 +271,7 @@ def gmm_table(metrics: dict[str, dict]):
             "accuracy by": m.get("accuracy_kind", ""),
             "posterior MMD (lower is better)": m["posterior_mmd"],
             "mean true log p(x|label) of samples": m["posterior_true_logp"],
+            "mode mass error (TV, lower is better)": m.get("mode_mass_error"),
             "train time [s]": m.get("train_time_s"),
         })
     return pd.DataFrame(rows).set_index("method")
