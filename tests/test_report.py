@@ -73,3 +73,16 @@ def test_phase_timer_goes_into_the_provenance(tmp_path):
     assert set(times) == {"training", "evaluation", "other"}
     assert times["training"] >= 0.02 and times["evaluation"] >= 0.01
     assert abs(sum(times.values()) - 0.5) < 0.02
+
+
+def test_beyond_the_paper_tables_are_rendered_from_the_json(tmp_path):
+    folder = _fake_results(tmp_path)
+    doc = json.loads((folder / "drive.json").read_text())
+    extra = {"calibration": {"ece": 0.0123, "bins": {}}, "pr_distance_to_human": {"energy_distance": 0.04},
+             "ged": {"ged": 0.5}, "sample_diversity": 0.2, "vessel_width": 3.1, "uncertainty_auroc": 0.81}
+    for s in doc["summary"].values():
+        s.update(extra)
+    doc["human"].update({"vessel_width_annotation": 3.4, "vessel_width_second_observer": 3.0, "ged_between_annotators": 0.3})
+    (folder / "drive.json").write_text(json.dumps(doc))
+    text = report.render("quick", tmp_path)
+    assert "Beyond the paper, DRIVE" in text and "0.012" in text and "0.810" in text and "3.400" in text
