@@ -80,8 +80,8 @@ def render(profile: str, root: Path = ROOT) -> str:
                      + markdown_table(["model", f"{tag} bpd"], rows, 4))
     if doc := _load(folder, "super_resolution"):
         p1 = paper_numbers("winkler_table1_bpd")
-        rows = [[k, p1["ImageNet32" if "32x32" in k else "ImageNet64"]["CNF"], v["CNF"], p1["ImageNet32" if "32x32" in k else "ImageNet64"]["Factorized LL"], v["Factorized LL"]]
-                for k, v in doc["table1"].items()]
+        which = lambda k: "ImageNet32" if ("32x32" in k or "ImageNet32" in k) else "ImageNet64"  # noqa: E731
+        rows = [[k, p1[which(k)]["CNF"], v["CNF"], p1[which(k)]["Factorized LL"], v["Factorized LL"]] for k, v in doc["table1"].items()]
         p2 = paper_numbers("winkler_table2_sr")
         rows2 = []
         for ds, res in doc["table2"].items():

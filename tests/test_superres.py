@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,3 +204,31 @@ def test_probabilistic_evaluation_keys_and_sanity():
     assert all(v is None or 0 < v <= 100 for k, v in out["lr_psnr"].items() if not k.startswith("_"))
     pm = out["posterior_mean"]
     assert pm["CNF mean of 3 samples, tau=1.0"]["psnr"] is not None and "LL Baseline (mode)" in pm
+
+
+@pytest.mark.parametrize("release", ["png", "npz"])
+def test_driver_trains_on_an_imagenet_release(tmp_path, monkeypatch, release):
+    """The full profile's path: ImageNet32 in either release (tiny files in the official formats)."""
+    from cnfkit.data import DatasetError
+    from cnfkit.experiments import superres as sr
+
+    from .test_imagenet import _write_npz_release, _write_png_release
+
+    monkeypatch.setenv("CNFKIT_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("CNFKIT_DATA_MIRROR", str(tmp_path / "mirror"))
+    (tmp_path / "mirror").mkdir()
+    cfg = sr.config("smoke").replace(train_data=f"imagenet_{release}", n_test=4)
+    g = torch.Generator().manual_seed(0)
+    set5 = [torch.randint(0, 256, (3, 136, 140), generator=g, dtype=torch.uint8)]
+    with pytest.raises(DatasetError, match=f"ImageNet32 \\({release} release, train\\) is not available"):
+        sr.run(cfg, progress=False, data={"test_sets": {"Set5": set5}})
+    if release == "png":
+        _write_png_release(tmp_path / "mirror", 32, 20)
+        _write_png_release(tmp_path / "mirror", 32, 6, split="valid")
+    else:
+        _write_npz_release(tmp_path / "mirror", 32, [2] * 10)
+        _write_npz_release(tmp_path / "mirror", 32, [6], split="valid")
+    out = sr.run(cfg, progress=False, data={"test_sets": {"Set5": set5}})
+    (key,) = out["table1"]
+    assert key == f"ImageNet32 ({release} release, 4 validation images)" and out["train_data"]["release"] == release
+    assert all(np.isfinite(v) for v in out["table1"][key].values())

@@ -41,3 +41,7 @@ from .imresize import imresize  # noqa: E402
 from .sr import chroma_detail_ratio, downscale_images, hr_lr_pair, load_sr_images, patch_pairs  # noqa: E402
 
 __all__ += ["imresize", "chroma_detail_ratio", "downscale_images", "hr_lr_pair", "load_sr_images", "patch_pairs"]
+
+from .imagenet import ImageNetArray, load_imagenet  # noqa: E402
+
+__all__ += ["ImageNetArray", "load_imagenet"]

@@ -63,6 +63,9 @@ class SRConfig(Config):
     temperatures: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0)
     eval_batch: int = 8  # images (or crops) per forward call in evaluation; results do not depend on it
     n_posterior: int = 8  # CNF samples per LR image for the posterior mean, LR-consistency and diversity
+    # training data: "bsds500" (the stand-in, shrunk by train_downscale), "imagenet_png" (van den Oord et al.'s PNG release,
+    # the paper's) or "imagenet_npz" (Chrabaszcz et al.'s npz release); bpd across the two ImageNet releases are not comparable
+    train_data: str = "bsds500"
     # the fast path (TrainConfig): channels-last measured on the 2-core CPU: RRDB features 1.65x, CNF sampling 1.33x,
     # CNF train step 1.07x faster (baseline train step 1.02x slower); compile and bf16 autocast not yet measured on a GPU
     channels_last: bool = True
@@ -88,12 +91,14 @@ CONFIGS = {
     # BSDS500 shrunk 8x for 32x32 and 4x for 64x64 patches unless ImageNet32/64 replace the stand-in
     "full": SRConfig(sizes=(32, 64), n_train=200000, n_test=10000, steps=200000, batch=64, levels=2, flow_steps=8, hidden=512,
                      rrdb_blocks=16, nf=64, growth_cnf=32, growth_baseline=55, context=128, crops_per_image=200,
-                     train_downscale=(8.0, 4.0), n_posterior=16),
+                     train_downscale=(8.0, 4.0), n_posterior=16, train_data="imagenet_png"),
 }
 
 
 def config(profile: str | None) -> SRConfig:
     cfg = select(CONFIGS, profile)
+    if cfg.train_data not in ("bsds500", "imagenet_png", "imagenet_npz"):
+        raise ProfileError(f"SRConfig.train_data must be bsds500, imagenet_png or imagenet_npz, got {cfg.train_data!r}")
     if len(cfg.train_downscale) != len(cfg.sizes) or min(cfg.train_downscale) < 1:
         raise ProfileError(f"SRConfig.train_downscale needs one factor >= 1 per size {cfg.sizes}, got {cfg.train_downscale}")
     return cfg
@@ -327,6 +332,23 @@ def probabilistic_evaluation(models: dict[str, nn.Module], cfg: SRConfig, name: 
     }
 
 
+class ImageNetPairs:
+    """``batches(step) -> (hr, lr)`` from a packed ImageNet split: HR images as they are, LR their MATLAB-bicubic
+    halves, computed per batch (only the batch's rows are read); a pure function of the step, like :class:`EpochSampler`."""
+
+    def __init__(self, array, batch: int, seed: int = 0) -> None:
+        self.array, self.batch, self.seed = array, batch, seed
+        self.sampler = EpochSampler((torch.arange(len(array)),), batch, seed=seed)
+
+    def __call__(self, step: int) -> tuple[Tensor, Tensor]:
+        (idx,) = self.sampler(step)
+        hr = self.array[idx]
+        return hr, imresize(hr, 0.5)
+
+    def fingerprint(self) -> str:
+        return f"{self.array.fingerprint()}-b{self.batch}-s{self.seed}"
+
+
 def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None, device: str | None = None,
         checkpoint_dir=None, timer=None) -> dict[str, Any]:
     """Train CNF and baseline per HR size; Table 1 on held-out patches; Table 2 with the largest size's models.
@@ -335,22 +357,41 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
     checkpoints in ``<dir>/superres-<config digest>/<model>_<size>/`` (resume an interrupted run,
     reuse a finished one)."""
     g = torch.Generator().manual_seed(cfg.seed)
-    if data is None:
+    imagenet = cfg.train_data.startswith("imagenet_")
+    release = cfg.train_data.removeprefix("imagenet_") if imagenet else None
+    if imagenet:  # fail at once, with how to obtain it, when a release is absent
+        from ..data.imagenet import load_imagenet
+
+        arrays = {size: (load_imagenet(size, "train", release, progress=progress), load_imagenet(size, "valid", release, progress=progress))
+                  for size in cfg.sizes}
+        test_sets = {name: None for name in SR_TEST_SETS} if data is None else data["test_sets"]
+    elif data is None:
         train_imgs, _ = load_sr_images("BSDS500_train_test", "train")
         test_imgs, _ = load_sr_images("BSDS500_train_test", "test")
         test_sets = {name: None for name in SR_TEST_SETS}
     else:
         train_imgs, test_imgs, test_sets = data["train"], data["test"], data["test_sets"]
-    out: dict[str, Any] = {"table1": {}, "table2": {}, "train_time_s": {}, "parameters": {}, "models": {}}
+    out: dict[str, Any] = {"table1": {}, "table2": {}, "train_time_s": {}, "parameters": {}, "models": {},
+                           "train_data": {"source": cfg.train_data, "release": release,
+                                          "note": "bits/dim on the png and npz ImageNet releases are not comparable" if imagenet else
+                                          "BSDS500 patches as a stand-in for ImageNet32/64"}}
     for size, factor in zip(cfg.sizes, cfg.train_downscale):
-        hr_tr, lr_tr = patch_pairs(downscale_images(train_imgs, factor), size, cfg.n_train, g)
-        hr_te, lr_te = patch_pairs(downscale_images(test_imgs, factor), size, cfg.n_test, g)
+        if imagenet:
+            train_arr, valid_arr = arrays[size]
+            sampler = ImageNetPairs(train_arr, cfg.batch, cfg.seed)
+            idx = torch.randperm(len(valid_arr), generator=g)[: cfg.n_test]
+            hr_te = valid_arr[idx]
+            lr_te = imresize(hr_te, 0.5)
+            key = f"ImageNet{size} ({release} release, {len(hr_te)} validation images)"
+        else:
+            hr_tr, lr_tr = patch_pairs(downscale_images(train_imgs, factor), size, cfg.n_train, g)
+            hr_te, lr_te = patch_pairs(downscale_images(test_imgs, factor), size, cfg.n_test, g)
+            sampler = EpochSampler((hr_tr, lr_tr), cfg.batch, seed=cfg.seed)
+            key = f"BSDS500 {size}x{size} (ImageNet{size} stand-in)"
         torch.manual_seed(cfg.seed)
         models = build_models(cfg)
-        key = f"BSDS500 {size}x{size} (ImageNet{size} stand-in)"
         out["table1"][key] = {}
         for name, model in models.items():
-            sampler = EpochSampler((hr_tr, lr_tr), cfg.batch, seed=cfg.seed)
             loss = lambda m, b: -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)  # noqa: E731  bits/dim
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"superres-{cfg.digest()}" / f"{name}_{size}"
             _, wall = train_steps(model, loss, sampler, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, grad_clip=100.0,
