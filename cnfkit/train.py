@@ -383,6 +383,8 @@ class Trainer:
             if self.world > 1:
                 data = [None] * self.world
                 dist.all_gather_object(data, data_fingerprint(self.batches))
+            if len(set(data)) == 1:  # the same data on every rank (e.g. an EpochSampler): independent of the world size
+                data = data[:1]
             self._fingerprints = {
                 "config": json.loads(json.dumps(self.config.to_dict(), default=repr)),
                 "model": model_fingerprint(self.model),
@@ -451,8 +453,11 @@ class Trainer:
             ) from exc
         self.step, self.history, self.wall_time = ckpt["step"], ckpt["history"], ckpt["wall_time"]
         rngs = ckpt["rng"]
+        if self.step >= self.config.steps:
+            return True  # a finished run: its model is reused as it is, whatever the number of processes that trained it
         if len(rngs) != self.world:
-            raise CheckpointError(f"checkpoint was written by {len(rngs)} process(es), now running {self.world}")
+            raise CheckpointError(f"checkpoint {self.checkpoint_path} of an unfinished run was written by {len(rngs)} process(es), "
+                                  f"now running {self.world}: resume it with the same number of processes")
         _set_rng_state(rngs[self.rank])
         return True
 

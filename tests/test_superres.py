@@ -232,3 +232,47 @@ def test_driver_trains_on_an_imagenet_release(tmp_path, monkeypatch, release):
     (key,) = out["table1"]
     assert key == f"ImageNet32 ({release} release, 4 validation images)" and out["train_data"]["release"] == release
     assert all(np.isfinite(v) for v in out["table1"][key].values())
+
+
+def _bsds_available() -> bool:
+    from cnfkit.data import DatasetError, dataset_dir
+
+    try:
+        dataset_dir("BSDS500_train_test", download=False)
+        return True
+    except DatasetError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _bsds_available(), reason="BSDS500_train_test not available (set CNFKIT_DATA_MIRROR; see data/README.md)")
+def test_torchrun_cli_trains_and_the_driver_reuses_its_checkpoints(tmp_path):
+    """`torchrun --nproc_per_node=2 -m cnfkit.experiments.superres` (gloo, CPU) trains; the notebook's driver then
+    finds the finished checkpoints and trains nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cnfkit.experiments import superres as sr
+    from cnfkit.train import read_checkpoint
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cnfkit.experiments.superres",
+           "--profile", "smoke", "--checkpoint-dir", str(tmp_path), "--no-progress"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = sr.config("smoke")
+    folder = tmp_path / f"superres-{cfg.digest()}"
+    ckpts = {name: read_checkpoint(folder / f"{name}_32" / "last.pt") for name in ("cnf", "baseline")}
+    assert all(c["step"] == cfg.steps and len(c["rng"]) == 2 for c in ckpts.values())  # written by 2 processes
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.randint(0, 256, (3, 136, 140), generator=g, dtype=torch.uint8)]
+    out = sr.run(cfg, progress=False, device="cpu", checkpoint_dir=tmp_path,
+                 data={"train": sr.load_sr_images("BSDS500_train_test", "train")[0], "test": sr.load_sr_images("BSDS500_train_test", "test")[0],
+                       "test_sets": {"Set5": imgs}})
+    for name in ("cnf", "baseline"):
+        assert out["train_time_s"][f"{name}_32"] == ckpts[name]["wall_time"]  # loaded, not retrained
+        for k, v in out["models"][32][name].state_dict().items():
+            assert torch.equal(v, ckpts[name]["model"][k].to(v.device)), (name, k)

@@ -308,3 +308,20 @@ def test_checkpoint_carrying_pickled_code_is_refused_and_never_runs(tmp_path):
     with pytest.raises(CheckpointError, match="not a cnfkit checkpoint"):
         read_checkpoint(tmp_path / "plain.pt")
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_ddp_sigterm_on_one_rank_checkpoints_both_and_resumes(tmp_path):
+    """torchrun, 2 gloo processes, checkpoint_every=0: SIGTERM reaches rank 0 at step 4; both ranks stop after the same
+    step, the checkpoint is written, and a resubmitted job ends with the parameters of an uninterrupted run."""
+    script = ROOT / "tests" / "ddp_script.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    ref = subprocess.run(cmd + [str(tmp_path / "ref"), "resume-sigterm"], env=env, capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    first = subprocess.run(cmd + [str(tmp_path / "run"), "sigterm"], env=env, capture_output=True, text=True, timeout=300)
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4, first.stderr[-3000:]
+    second = subprocess.run(cmd + [str(tmp_path / "run"), "resume-sigterm"], env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    for rank in (0, 1):
+        _assert_same(torch.load(tmp_path / "run" / f"params_rank{rank}.pt"), torch.load(tmp_path / "ref" / f"params_rank{rank}.pt"))

@@ -20,6 +20,7 @@ DRIVE's terms forbid redistribution: pictures derived from DRIVE images (Fig 4) 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from dataclasses import dataclass
@@ -115,6 +116,14 @@ def make_batches(train: DriveSplit, cfg: DriveConfig, seed: int):
         o = (window - cfg.crop) // 2
         return x[..., o : o + cfg.crop, o : o + cfg.crop], y[..., o : o + cfg.crop, o : o + cfg.crop]
 
+    def fingerprint() -> str:  # the same on every rank, so a checkpoint written under torchrun is reused by one process
+        from ..train import _tensor_digest
+
+        h = hashlib.sha256(f"drive batch={cfg.batch} crop={cfg.crop} pad={cfg.pad_to} seed={seed}".encode())
+        _tensor_digest(h, (train.images, train.labels, train.masks))
+        return h.hexdigest()[:16]
+
+    batches.fingerprint = fingerprint
     return batches
 
 
@@ -247,7 +256,7 @@ def human_observer(test: DriveSplit, cfg: DriveConfig) -> dict[str, Any]:
 
 
 def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = True, data=None, device: str | None = None,
-        checkpoint_dir=None, timer=None) -> dict[str, Any]:
+        checkpoint_dir=None, timer=None, train_only: bool = False) -> dict[str, Any]:
     """Train and evaluate every model for every seed; mean and std over seeds.
 
     ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
@@ -258,6 +267,8 @@ def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = Tru
         for seed in cfg.seeds:
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"drive-{cfg.digest()}" / name / f"seed{seed}"
             model, wall = train_model(name, train, cfg, seed, progress, ckpt, device, timer)
+            if train_only:  # training only (the command line under torchrun)
+                continue
             with phase(timer, "evaluation"):
                 ev = evaluate(name, model, test, cfg, seed)
                 human = human_observer(test, cfg)["sample_precision_recall"] if test.second is not None else None
@@ -265,11 +276,15 @@ def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = Tru
             ev["train_time_s"] = wall
             out["runs"][name].append(ev)
         runs = out["runs"][name]
+        if not runs:
+            continue
         out["summary"][name] = {
             "bpd": float(np.mean([r["bpd"] for r in runs])), "bpd_std": float(np.std([r["bpd"] for r in runs])),
             "f_score": float(np.mean([r["max_f_score"] for r in runs])), "f_score_std": float(np.std([r["max_f_score"] for r in runs])),
             "train_time_s": float(np.mean([r["train_time_s"] for r in runs])), "seeds": list(cfg.seeds),
         }
+    if train_only:
+        return out
     if test.second is not None:
         out["human"] = human_observer(test, cfg)
         n = min(cfg.test_images, len(test))
@@ -364,3 +379,13 @@ def plot_soft_map_crops(result: dict[str, Any], test: DriveSplit, image: int = 0
         ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def _train_cli(profile: str, checkpoint_dir: str, device, progress: bool) -> None:
+    run(config(profile), progress=progress, device=device, checkpoint_dir=checkpoint_dir, train_only=True)
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    raise SystemExit(main("drive", _train_cli))

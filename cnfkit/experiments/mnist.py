@@ -17,6 +17,7 @@ pre-trained VGG, unavailable offline); latents are standardised per dimension be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -112,11 +113,12 @@ def _images(x: Tensor) -> Tensor:
     return (x.float() / 255.0).unsqueeze(1)
 
 
-def _train(model, loss_fn, tensors, batch, epochs, lr, cfg, desc, progress, device, timer=None):
+def _train(model, loss_fn, tensors, batch, epochs, lr, cfg, desc, progress, device, timer=None, checkpoint_dir=None):
     """Train on ``device``; the model comes back on the CPU, where the (small) evaluation runs."""
     sampler = EpochSampler(tensors, batch, seed=cfg.seed)
     steps = max(1, epochs * sampler.per_epoch)
-    _, wall = train_steps(model, loss_fn, sampler, steps=steps, lr=lr, seed=cfg.seed, desc=desc, progress=progress, device=device, timer=timer)
+    _, wall = train_steps(model, loss_fn, sampler, steps=steps, lr=lr, seed=cfg.seed, desc=desc, progress=progress, device=device, timer=timer,
+                          checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"mnist-{cfg.digest()}" / desc.replace("/", "_").replace(" ", "_"))
     model.cpu()
     return wall, steps
 
@@ -163,6 +165,8 @@ def run_dataset(
     data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
     device: str | None = None,
     timer=None,
+    checkpoint_dir=None,
+    train_only: bool = False,
 ) -> dict[str, Any]:
     """Train the auto-encoder, Xiao et al.'s flow and the CNF on one dataset; measure accuracy.
 
@@ -185,7 +189,7 @@ def run_dataset(
     ae = ConvAutoencoder(cfg.latent_dim)
     times["autoencoder"], _ = _train(
         ae, lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[0], reduction="sum") / b[0].shape[0],
-        (x_tr,), cfg.ae_batch, cfg.ae_epochs, cfg.ae_lr, cfg, f"{name}/autoencoder", progress, device, timer,
+        (x_tr,), cfg.ae_batch, cfg.ae_epochs, cfg.ae_lr, cfg, f"{name}/autoencoder", progress, device, timer, checkpoint_dir,
     )
     u_tr, u_te = _encode_all(ae, x_tr), _encode_all(ae, x_te)
     mean, std = u_tr.mean(0), u_tr.std(0) + 1e-6
@@ -199,13 +203,15 @@ def run_dataset(
     dim = cfg.latent_dim + cfg.label_dim
     times["xiao_flow"], _ = _train(
         flow, lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(),
-        (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/xiao flow", progress, device, timer,
+        (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/xiao flow", progress, device, timer, checkpoint_dir,
     )
     torch.manual_seed(cfg.seed)
     cnf = VectorFlow(cfg.latent_dim, cond_dim=cfg.label_dim, blocks=cfg.flow_blocks, hidden=cfg.flow_hidden, layers=cfg.flow_layers)
     times["cnf"], _ = _train(
-        cnf, lambda m, b: -m(b[0], b[1]).mean(), (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/cnf", progress, device, timer
+        cnf, lambda m, b: -m(b[0], b[1]).mean(), (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/cnf", progress, device, timer, checkpoint_dir
     )
+    if train_only:  # training only (the command line under torchrun)
+        return {"name": name, "ae": ae, "flow": flow, "cnf": cnf, "metrics": {"train_time_s": times}}
     flow.eval()
     cnf.eval()
     with phase(timer, "evaluation"):
@@ -271,3 +277,15 @@ def plot_grid(grid: Tensor, title: str = "", row_labels: list[str] | None = None
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _train_cli(profile: str, checkpoint_dir: str, device, progress: bool) -> None:
+    cfg = config(profile)
+    for name in ("MNIST", "FashionMNIST"):
+        run_dataset(name, cfg, progress=progress, device=device, checkpoint_dir=checkpoint_dir, train_only=True)
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    raise SystemExit(main("mnist", _train_cli))

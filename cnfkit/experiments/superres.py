@@ -350,12 +350,12 @@ class ImageNetPairs:
 
 
 def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None, device: str | None = None,
-        checkpoint_dir=None, timer=None) -> dict[str, Any]:
+        checkpoint_dir=None, timer=None, train_only: bool = False) -> dict[str, Any]:
     """Train CNF and baseline per HR size; Table 1 on held-out patches; Table 2 with the largest size's models.
 
     ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
     checkpoints in ``<dir>/superres-<config digest>/<model>_<size>/`` (resume an interrupted run,
-    reuse a finished one)."""
+    reuse a finished one).  ``train_only``: skip the evaluation (the command line under torchrun)."""
     g = torch.Generator().manual_seed(cfg.seed)
     imagenet = cfg.train_data.startswith("imagenet_")
     release = cfg.train_data.removeprefix("imagenet_") if imagenet else None
@@ -400,9 +400,12 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
             model.eval()
             out["train_time_s"][f"{name}_{size}"] = wall
             out["parameters"][name] = sum(p.numel() for p in model.parameters())
-            with phase(timer, "evaluation"):
-                out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}")
+            if not train_only:
+                with phase(timer, "evaluation"):
+                    out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}")
         out["models"][size] = models
+    if train_only:  # training only (the command line under torchrun): the notebook evaluates from the checkpoints
+        return out
     best = out["models"][max(cfg.sizes)]
     for name, imgs in test_sets.items():
         with phase(timer, "evaluation"):
@@ -484,3 +487,13 @@ def plot_fig3(models: dict[str, nn.Module], hr: Tensor, lr: Tensor, cfg: SRConfi
         _show(ax, img[:, y : y + s, x : x + s], title)
     fig.tight_layout()
     return fig
+
+
+def _train_cli(profile: str, checkpoint_dir: str, device, progress: bool) -> None:
+    run(config(profile), progress=progress, device=device, checkpoint_dir=checkpoint_dir, train_only=True)
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    raise SystemExit(main("superres", _train_cli))
