@@ -11,6 +11,7 @@ PY := $(ENV_DIR)/bin/python
 STAMP := $(ENV_DIR)/.cnfkit-installed
 PROFILE ?=
 DEVICE ?= auto
+DRY_RUN ?=
 # Offline mirror of the datasets: ../shared/data when it exists (CI), unless already set.
 SHARED_DATA := $(abspath ../shared/data)
 export CNFKIT_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
@@ -54,7 +55,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -x
 
 reproduce: $(STAMP)
-	$(PY) -m cnfkit.reproduce $(if $(PROFILE),--profile $(PROFILE),) --device $(DEVICE)
+	$(PY) -m cnfkit.reproduce $(if $(PROFILE),--profile $(PROFILE),) --device $(DEVICE) $(if $(DRY_RUN),--dry-run,)
 
 smoke:
 	$(MAKE) reproduce PROFILE=smoke

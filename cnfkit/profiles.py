@@ -56,6 +56,16 @@ class Config:
     """
 
     nonnegative: ClassVar[frozenset[str]] = frozenset()
+    dry_run_caps: ClassVar[dict[str, int]] = {}  # field -> cap: what a dry run (select(..., dry_run=True)) shrinks
+
+    def dry_run(self):
+        """The same architecture and data sizes with step counts and evaluation sets capped
+        (``dry_run_caps``): proves a profile's whole path in minutes.  Tuples keep their first element."""
+        changes = {}
+        for name, cap in self.dry_run_caps.items():
+            v = getattr(self, name)
+            changes[name] = v[:1] if isinstance(v, tuple) else min(v, cap)
+        return self.replace(**changes)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -93,10 +103,11 @@ class Config:
 C = TypeVar("C", bound=Config)
 
 
-def select(configs: Mapping[str, C], profile: str | None) -> C:
-    """The configuration for ``profile`` (see :func:`resolve_profile` for ``None``)."""
+def select(configs: Mapping[str, C], profile: str | None, dry_run: bool = False) -> C:
+    """The configuration for ``profile`` (see :func:`resolve_profile` for ``None``); ``dry_run``: its
+    :meth:`Config.dry_run` (same architecture, capped steps and evaluation sets)."""
     profile = resolve_profile(profile)
     missing = [p for p in PROFILES if p not in configs]
     if missing:
         raise ProfileError(f"configuration table lacks profile(s) {missing}")
-    return configs[profile]
+    return configs[profile].dry_run() if dry_run else configs[profile]

@@ -69,16 +69,53 @@ def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-def run(profile: str | None = None, only: list[str] | None = None, force: bool = False, root: Path = ROOT, device: str = "auto") -> int:
-    """Run the numbered notebooks of ``root/notebooks`` into ``root/results/<profile>``; 0 on success."""
+def write_tiny_imagenet(data_dir: Path, n_train: int = 64, n_valid: int = 16) -> list[Path]:
+    """Tiny ImageNet32/64 PNG releases in the official layout (random images), for a dry run where ImageNet is absent."""
+    import numpy as np
+    from PIL import Image
+
+    from .data import DatasetError
+    from .data.imagenet import find_release_dir
+
+    written = []
+    rng = np.random.default_rng(0)
+    for size in (32, 64):
+        try:
+            find_release_dir(size, "train", "png")
+            find_release_dir(size, "valid", "png")
+            continue  # a real release is there: the dry run uses it
+        except DatasetError:
+            pass
+        for split, n in (("train", n_train), ("valid", n_valid)):
+            folder = data_dir / f"ImageNet{size}" / f"{split}_{size}x{size}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+            written.append(folder)
+    return written
+
+
+def run(profile: str | None = None, only: list[str] | None = None, force: bool = False, root: Path = ROOT, device: str = "auto",
+        dry_run: bool = False) -> int:
+    """Run the numbered notebooks of ``root/notebooks`` into ``root/results/<profile>``; 0 on success.
+
+    ``dry_run``: the profile's architecture and data sizes with step counts and evaluation sets capped
+    (each config's ``dry_run_caps``), into the git-ignored ``results/<profile>-dry-run/``; ImageNet, when
+    absent, is replaced by tiny files in the official PNG layout written there."""
     import papermill as pm
 
     explicit = profile is not None
     profile = resolve_profile(profile)
     if not explicit:
         print(f"PROFILE not given: using {profile!r} ({'CUDA available' if profile == 'full' else 'no CUDA'})")
-    out = root / "results" / profile
+    out = root / "results" / (f"{profile}-dry-run" if dry_run else profile)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    if dry_run:
+        import os
+
+        os.environ["CNFKIT_DATA_ROOT"] = str(out / "data")  # tiny ImageNet files go here; the mirror is read first
+        for folder in write_tiny_imagenet(out / "data"):
+            print(f"[dry-run] ImageNet absent: tiny files in the official PNG layout in {folder}")
     stamps = out / ".stamps"
     stamps.mkdir(exist_ok=True)
     params = dict(
@@ -88,7 +125,8 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
         results_dir=str(out),
         progress=True,
         device=device,
-        checkpoint_dir=str(out / "checkpoints"),  # used by the notebooks that train for long (DRIVE, SR)
+        checkpoint_dir=str(out / "checkpoints"),  # used by the notebooks that train for long (DRIVE, SR, MNIST)
+        dry_run=dry_run,
     )
     digest = _sources_digest()
     available = notebooks(root / "notebooks")
@@ -176,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="run only notebooks whose names start with these prefixes (at least one)")
     p.add_argument("--force", action="store_true", help="re-run notebooks even if their outputs are current")
     p.add_argument("--device", default="auto", help="where models train and run: auto (CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--dry-run", action="store_true",
+                   help="the profile's architecture with capped steps and evaluation sets, into results/<profile>-dry-run/")
     p.add_argument("--refresh-committed", action="store_true",
                    help="re-execute notebooks/*.ipynb in place with their defaults (smoke) and sanitise them: the outputs nbval checks")
     a = p.parse_args(argv)
@@ -184,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from .utils import resolve_device
 
     resolve_device(a.device)  # an unavailable device fails here, not in the middle of a notebook
-    return run(a.profile, a.only, a.force, device=a.device)
+    return run(a.profile, a.only, a.force, device=a.device, dry_run=a.dry_run)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,16 @@ class PhaseTimer:
         return out
 
 
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far (MB), where the platform reports it."""
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except (ImportError, OSError):
+        return None
+
+
 def phase(timer: "PhaseTimer | None", name: str):
     """``timer(name)``, or a no-op context when there is no timer."""
     return timer(name) if timer is not None else nullcontext()
@@ -81,6 +91,7 @@ def provenance(profile: str, seeds: list[int] | tuple[int, ...], wall_time_s: fl
         profile=profile, seeds=list(seeds), git_commit=git_commit(), datasets=ds, device=device,
         torch=torch.__version__, python=platform.python_version(), wall_time_s=round(float(wall_time_s), 2),
         **({"phase_times_s": phases.summary(float(wall_time_s))} if phases is not None else {}),
+        peak_rss_mb=_peak_rss_mb(),
     )
 
 

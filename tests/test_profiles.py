@@ -45,3 +45,15 @@ def test_bad_values_are_rejected():
     assert TABLE["smoke"].replace(steps=7).steps == 7
     with pytest.raises(ProfileError, match="lacks profile"):
         select({"smoke": Toy(1, 1.0)}, "smoke")
+
+
+def test_dry_run_keeps_the_architecture_and_caps_steps_and_evaluation():
+    from cnfkit.experiments import drive, superres
+
+    full, dry = drive.config("full"), drive.config("full", dry_run=True)
+    assert (dry.pad_to, dry.crop, dry.hidden, dry.widths) == (full.pad_to, full.crop, full.hidden, full.widths) == (1024, 1024, 32, (32, 64, 128))
+    assert dry.steps == 2 and dry.test_images == 2 and dry.n_samples == 4 and dry.seeds == (0,)
+    s = superres.config("full", dry_run=True)
+    assert (s.sizes, s.flow_steps, s.hidden, s.rrdb_blocks, s.context) == ((32, 64), 8, 512, 16, 128)
+    assert s.steps == 2 and s.max_test_images == 2 and s.train_data == "imagenet_png"
+    assert drive.config("smoke", dry_run=True).steps <= drive.config("smoke").steps

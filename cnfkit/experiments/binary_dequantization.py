@@ -104,6 +104,7 @@ class BinaryDeqConfig(Config):
     beta: float = 0.5  # shapes are not rare: an unweighted Bernoulli for the factored baseline
     seed: int = 0
     nonnegative = frozenset({"seed"})
+    dry_run_caps = {"steps": 5, "n_train": 256, "n_test": 64}
 
 
 CONFIGS = {
@@ -113,8 +114,8 @@ CONFIGS = {
 }
 
 
-def config(profile: str | None) -> BinaryDeqConfig:
-    return select(CONFIGS, profile)
+def config(profile: str | None, dry_run: bool = False) -> BinaryDeqConfig:
+    return select(CONFIGS, profile, dry_run)
 
 
 def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None = None, timer=None) -> dict[str, Any]:

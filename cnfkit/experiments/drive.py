@@ -70,6 +70,7 @@ class DriveConfig(Config):
     beta: float = 0.9  # weight of the vessel term in eq. 9 (vessels are ~10% of the pixels)
     seeds: tuple[int, ...] = (0,)
     nonnegative = frozenset({"seeds"})
+    dry_run_caps = {"steps": 2, "test_images": 2, "n_samples": 4, "n_scatter": 2, "seeds": 1, "eval_batch": 4}
 
 
 CONFIGS = {
@@ -81,8 +82,8 @@ CONFIGS = {
 }
 
 
-def config(profile: str | None) -> DriveConfig:
-    cfg = select(CONFIGS, profile)
+def config(profile: str | None, dry_run: bool = False) -> DriveConfig:
+    cfg = select(CONFIGS, profile, dry_run)
     if cfg.crop > cfg.pad_to or cfg.crop % 4 or cfg.pad_to % 4:
         raise ValueError(f"crop ({cfg.crop}) must be <= pad_to ({cfg.pad_to}) and both divisible by 4")
     return cfg

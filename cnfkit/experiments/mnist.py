@@ -94,6 +94,7 @@ class MNISTConfig(Config):
     temperature: float = 0.8  # for the sample grids
     seed: int = 0
     nonnegative = frozenset({"seed"})
+    dry_run_caps = {"n_train": 1024, "n_test": 500, "ae_epochs": 1, "flow_epochs": 1}
 
 
 CONFIGS = {
@@ -105,8 +106,8 @@ CONFIGS = {
 }
 
 
-def config(profile: str | None) -> MNISTConfig:
-    return select(CONFIGS, profile)
+def config(profile: str | None, dry_run: bool = False) -> MNISTConfig:
+    return select(CONFIGS, profile, dry_run)
 
 
 def _images(x: Tensor) -> Tensor:

@@ -77,6 +77,9 @@ class SRConfig(Config):
     max_test_images: int = 100  # per test set (BSD100 has 100)
     seed: int = 0
     nonnegative = frozenset({"seed", "temperatures", "tau"})
+    # a dry run keeps the architecture and sizes; the batch is capped too, so that a CPU can hold a full-size step
+    dry_run_caps = {"steps": 2, "batch": 4, "n_train": 256, "n_test": 16, "crops_per_image": 2, "max_test_images": 2, "n_posterior": 2,
+                    "eval_batch": 2}
 
 
 CONFIGS = {
@@ -95,8 +98,8 @@ CONFIGS = {
 }
 
 
-def config(profile: str | None) -> SRConfig:
-    cfg = select(CONFIGS, profile)
+def config(profile: str | None, dry_run: bool = False) -> SRConfig:
+    cfg = select(CONFIGS, profile, dry_run)
     if cfg.train_data not in ("bsds500", "imagenet_png", "imagenet_npz"):
         raise ProfileError(f"SRConfig.train_data must be bsds500, imagenet_png or imagenet_npz, got {cfg.train_data!r}")
     if len(cfg.train_downscale) != len(cfg.sizes) or min(cfg.train_downscale) < 1:

@@ -66,6 +66,7 @@ class TheoryConfig(Config):
     label_noise: float = 0.1
     seed: int = 0
     nonnegative = frozenset({"seed"})
+    dry_run_caps = {"rot_steps": 5, "gmm_steps": 5, "rot_train": 4096, "rot_test": 1024, "gmm_train": 8192, "gmm_test": 1024, "n_posterior": 200}
 
 
 CONFIGS = {
@@ -85,8 +86,8 @@ CONFIGS = {
 }
 
 
-def config(profile: str | None) -> TheoryConfig:
-    return select(CONFIGS, profile)
+def config(profile: str | None, dry_run: bool = False) -> TheoryConfig:
+    return select(CONFIGS, profile, dry_run)
 
 
 def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc: str, progress: bool, device, timer=None) -> tuple[float, list]:
