@@ -89,3 +89,15 @@ def test_dead_kernel_is_reported_like_a_failing_cell(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "FAILED: 00_oom.ipynb, cell" in err and "DeadKernelError" in err and "kernel died" in err
     assert not (tmp_path / "results" / "smoke" / ".stamps" / "00_oom.json").exists()
+
+
+def test_every_parameter_of_the_committed_notebooks_is_injectable():
+    """papermill must parse every line of each parameters cell (a comment it cannot parse silently drops the
+    parameter, and make reproduce would then run, e.g., a full profile without its dry-run caps)."""
+    import papermill as pm
+
+    for nb in reproduce.notebooks():
+        source = nbformat.read(nb, as_version=4)
+        cell = next(c for c in source.cells if "parameters" in c.metadata.get("tags", []))
+        assigned = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line and not line.lstrip().startswith("#")}
+        assert assigned == set(pm.inspect_notebook(str(nb))), nb.name
