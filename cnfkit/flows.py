@@ -492,3 +492,84 @@ class VectorFlow(nn.Module):
         y, ld = self.transform.inverse(z, self._coupling_context(h))
         return y, self.prior.log_prob(z, prior_h) - ld
 
+
+
+class FlowDistribution(torch.distributions.Distribution):
+    """``flow.given(x)``: a conditional flow at fixed conditioning input, as a :class:`torch.distributions.Distribution`.
+
+    ``batch_shape`` is ``(rows of x,)`` and ``event_shape`` the shape of one ``y`` (``(C, H, W)`` for an image flow,
+    ``(D,)`` for a vector flow), so cnfkit plugs into code written for torch.distributions (Pyro, sbi-style pipelines):
+    ``log_prob(value)`` takes ``sample_shape + batch_shape + event_shape`` and returns ``sample_shape + batch_shape``;
+    ``sample`` / ``rsample(sample_shape)`` draw ``sample_shape + batch_shape + event_shape`` (the conditioner runs once
+    per row of ``x``; ``rsample`` keeps gradients to the parameters and to ``x``).
+    """
+
+    arg_constraints: dict = {}
+    support = torch.distributions.constraints.independent(torch.distributions.constraints.real, 1)
+    has_rsample = True
+
+    def __init__(self, flow: nn.Module, x: Tensor | None, event_shape: tuple[int, ...], batch: int, validate_args: bool | None = None) -> None:
+        self.flow, self.x = flow, x
+        self.support = torch.distributions.constraints.independent(torch.distributions.constraints.real, len(event_shape))
+        super().__init__(torch.Size([batch]), torch.Size(event_shape), validate_args=validate_args)
+
+    def _flat_x(self, n: int) -> Tensor | None:
+        if self.x is None:
+            return None
+        return self.x.unsqueeze(0).expand(n, *self.x.shape).reshape(n * self.x.shape[0], *self.x.shape[1:])
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        sample_shape = value.shape[: value.dim() - len(self.event_shape) - 1]
+        if value.shape[len(sample_shape) :] != self.batch_shape + self.event_shape:
+            raise ValueError(f"value must have shape sample_shape + {tuple(self.batch_shape + self.event_shape)}, got {tuple(value.shape)}")
+        n = math.prod(sample_shape)
+        flat = value.reshape(n * self.batch_shape[0], *self.event_shape)
+        return self.flow.log_prob(flat, self._flat_x(n)).reshape(*sample_shape, *self.batch_shape)
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
+        sample_shape = torch.Size(sample_shape)
+        n = max(1, math.prod(sample_shape))
+        b = self.batch_shape[0]
+        if isinstance(self.flow, ConditionalFlow):
+            size = tuple(self.event_shape[-2:])
+            y = self.flow._sample(self.x, num_samples=n, size=size, temperature=1.0, generator=None, with_log_prob=True)[0] \
+                if self.x is not None else self.flow._sample(None, num_samples=n * b, size=size, temperature=1.0, generator=None, with_log_prob=True)[0]
+        else:
+            y = self.flow._sample(self.x, n if self.x is not None else n * b, 1.0, None)[0]
+        # rows come out grouped per row of x (i*n + j): bring the sample dimension first
+        y = y.reshape(b, n, *self.event_shape).transpose(0, 1)
+        return y.reshape(*sample_shape, b, *self.event_shape)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+
+def _given_conditional(self: ConditionalFlow, x: Tensor | None = None, *, size: tuple[int, int] | None = None, batch: int | None = None,
+                       validate_args: bool | None = None) -> FlowDistribution:
+    """``p(y | x)`` as a :class:`FlowDistribution` (see there).  ``size``: the output ``(H, W)``; by default twice the
+    spatial size of the first conditioning feature map (computed once here).  Unconditional flows: ``batch`` rows."""
+    if x is None:
+        if size is None or batch is None:
+            raise ValueError("an unconditional flow needs size=(H, W) and batch=n for given()")
+    else:
+        _check_x(x, self)
+        batch = x.shape[0]
+        if size is None:
+            hs = self.conditioning(x)
+            size = (2 * hs[0].shape[-2], 2 * hs[0].shape[-1])
+    return FlowDistribution(self, x, (self.in_channels, *size), batch, validate_args)
+
+
+def _given_vector(self: VectorFlow, x: Tensor | None = None, *, batch: int | None = None, validate_args: bool | None = None) -> FlowDistribution:
+    """``p(y | x)`` as a :class:`FlowDistribution` (see there); unconditional flows: ``batch`` rows."""
+    if x is None and batch is None:
+        raise ValueError("an unconditional flow needs batch=n for given()")
+    return FlowDistribution(self, x, (self.dim,), x.shape[0] if x is not None else batch, validate_args)
+
+
+ConditionalFlow.given = _given_conditional
+VectorFlow.given = _given_vector
+__all__ += ["FlowDistribution"]
