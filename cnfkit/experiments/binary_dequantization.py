@@ -125,14 +125,15 @@ def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None =
     x_tr, y_tr = binary_shapes(cfg.n_train, cfg.size, g)
     x_te, y_te = binary_shapes(cfg.n_test, cfg.size, g)
     d = y_te[0].numel()
-    models = {
-        "cnf": SegmentationCNF(1, "binary", hidden=cfg.hidden, widths=cfg.widths),
-        "cnf_uniform": SegmentationCNF(1, "uniform", hidden=cfg.hidden, widths=cfg.widths),
-        "factored": FactoredBernoulli(1, cfg.hidden, cfg.widths, beta=cfg.beta),
+    builders = {
+        "cnf": lambda: SegmentationCNF(1, "binary", hidden=cfg.hidden, widths=cfg.widths),
+        "cnf_uniform": lambda: SegmentationCNF(1, "uniform", hidden=cfg.hidden, widths=cfg.widths),
+        "factored": lambda: FactoredBernoulli(1, cfg.hidden, cfg.widths, beta=cfg.beta),
     }
-    out: dict[str, Any] = {"metrics": {}, "histories": {}, "models": models}
-    for name, model in models.items():
-        torch.manual_seed(cfg.seed)
+    out: dict[str, Any] = {"metrics": {}, "histories": {}, "models": {}}
+    for name, build in builders.items():
+        torch.manual_seed(cfg.seed)  # before building: the initial parameters come from the seeded generator too
+        model = out["models"][name] = build()
         loss = (lambda m, b: m.loss(b[1], b[0]).mean() / d) if name == "factored" else (lambda m, b: -m(b[1], b[0]).mean() / d)
         history, wall = train_steps(model, loss, EpochSampler((x_tr, y_tr), cfg.batch, seed=cfg.seed), steps=cfg.steps, lr=cfg.lr,
                                     seed=cfg.seed, progress=progress, desc=f"binary-deq/{name}", device=device, timer=timer)
