@@ -107,7 +107,8 @@ def render(profile: str, root: Path = ROOT) -> str:
     if not parts:
         return f"_No results in results/{profile}/ yet._"
     beyond = render_beyond(folder, tag)
-    return "\n\n".join(parts + ([beyond] if beyond else []))
+    claims_md = folder / "claims.md"
+    return "\n\n".join(parts + ([beyond] if beyond else []) + ([claims_md.read_text().strip()] if claims_md.exists() else []))
 
 
 def render_beyond(folder: Path, tag: str) -> str:
