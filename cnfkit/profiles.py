@@ -93,6 +93,15 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """The inverse of :meth:`to_dict` after a JSON round trip (lists back to tuples); unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ProfileError(f"{cls.__name__} has no field(s) {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
     def digest(self) -> str:
         """A short hash of the class name and every field: names checkpoint folders, so a changed
         configuration never resumes from (or reuses) another configuration's checkpoints."""

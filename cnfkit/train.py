@@ -639,6 +639,7 @@ def train_steps(
     compile: bool = False,
     autocast: str = "none",
     timer=None,
+    fingerprint: Any = None,
 ) -> tuple[list[dict[str, float]], float]:
     """The experiment drivers' one way to train: build the config and :class:`Trainer`, fit.
 
@@ -651,7 +652,8 @@ def train_steps(
         checkpoint_every = max(1, steps // 20)
     cfg = TrainConfig(steps=steps, lr=lr, log_every=max(1, steps // 50), seed=seed, grad_clip=grad_clip, checkpoint_every=checkpoint_every,
                       channels_last=channels_last, compile=compile, autocast=autocast)
-    trainer = Trainer(model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc)
+    trainer = Trainer(model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc,
+                      fingerprint=fingerprint)
     from .results import phase
 
     with phase(timer, "training"):

@@ -143,7 +143,8 @@ def train_model(name: str, train: DriveSplit, cfg: DriveConfig, seed: int, progr
     model = build_model(name, cfg)
     _, wall = train_steps(model, _loss(name), make_batches(train, cfg, seed), steps=cfg.steps, lr=cfg.lr, seed=seed,
                           checkpoint_dir=checkpoint_dir, progress=progress, desc=f"drive/{name}/seed{seed}", device=device,
-                          channels_last=cfg.channels_last, compile=cfg.compile, autocast=cfg.autocast, timer=timer)
+                          channels_last=cfg.channels_last, compile=cfg.compile, autocast=cfg.autocast, timer=timer,
+                          fingerprint={"experiment": "drive", "model": name, "seed": seed, "config": cfg.to_dict()})
     return model.eval(), wall
 
 

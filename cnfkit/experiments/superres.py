@@ -399,7 +399,8 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"superres-{cfg.digest()}" / f"{name}_{size}"
             _, wall = train_steps(model, loss, sampler, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, grad_clip=100.0,
                                   progress=progress, desc=f"sr{size}/{name}", device=device, checkpoint_dir=ckpt,
-                                  channels_last=cfg.channels_last, compile=cfg.compile, autocast=cfg.autocast, timer=timer)
+                                  channels_last=cfg.channels_last, compile=cfg.compile, autocast=cfg.autocast, timer=timer,
+                                  fingerprint={"experiment": "superres", "model": name, "size": size, "config": cfg.to_dict()})
             model.eval()
             out["train_time_s"][f"{name}_{size}"] = wall
             out["parameters"][name] = sum(p.numel() for p in model.parameters())
