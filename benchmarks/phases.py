@@ -97,7 +97,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
     """``(fn, description)``: one call of ``fn`` is one unit of the phase.  ``max_batch`` caps the
     batch of the image experiments' train / sample rows and the crops of the SR evaluation unit (a CPU
     cannot hold the full profile's SR batch of 64 at 64x64); the workload text says what ran."""
-    cap = (lambda n: n if max_batch is None else min(n, max_batch))  # noqa: E731
+    cap = (lambda n: n if max_batch is None else min(n, max_batch))
     from cnfkit.utils import row_generators
 
     g = torch.Generator().manual_seed(0)
@@ -319,7 +319,7 @@ def main(argv=None) -> int:
                     if max_batch is not None:
                         cmd += ["--max-batch", str(max_batch)]
                     try:
-                        res = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, cwd=ROOT)
+                        res = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, cwd=ROOT, check=False)
                         if res.returncode:
                             raise RuntimeError(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}")
                         row = json.loads(res.stdout.strip().splitlines()[-1])

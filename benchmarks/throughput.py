@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 CONFIGS = {
-    "sr32": dict(channels=3, size=32, levels=2, steps=8, hidden=512, cond=128, coupling="affine", net="glow", batch={"cpu": 16, "cuda": 64}),
-    "sr64": dict(channels=3, size=64, levels=2, steps=8, hidden=512, cond=128, coupling="affine", net="glow", batch={"cpu": 4, "cuda": 64}),
-    "drive": dict(channels=1, size={"cpu": 256, "cuda": 1024}, levels=2, steps=2, hidden=32, cond=32, coupling="additive", net="instance", batch={"cpu": 2, "cuda": 2}),
+    "sr32": {"channels": 3, "size": 32, "levels": 2, "steps": 8, "hidden": 512, "cond": 128, "coupling": "affine", "net": "glow", "batch": {"cpu": 16, "cuda": 64}},
+    "sr64": {"channels": 3, "size": 64, "levels": 2, "steps": 8, "hidden": 512, "cond": 128, "coupling": "affine", "net": "glow", "batch": {"cpu": 4, "cuda": 64}},
+    "drive": {"channels": 1, "size": {"cpu": 256, "cuda": 1024}, "levels": 2, "steps": 2, "hidden": 32, "cond": 32, "coupling": "additive", "net": "instance", "batch": {"cpu": 2, "cuda": 2}},
 }
 
 
@@ -93,12 +93,12 @@ def run_one(name: str, mode: str, device: str, steps: int, warmup: int) -> dict:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return dict(
-        config=name, mode=mode, device=device, image=f"{c['channels']}x{size}x{size}", batch=batch,
-        params_m=round(num_parameters(flow) / 1e6, 3), train_img_s=round(batch / train_s, 2),
-        sample_img_s=round(batch / sample_s, 2), train_step_ms=round(1000 * train_s, 1),
-        warmup_s=round(warm_s, 1), peak_mem_mb=round(peak_mb), threads=torch.get_num_threads(),
-    )
+    return {
+        "config": name, "mode": mode, "device": device, "image": f"{c['channels']}x{size}x{size}", "batch": batch,
+        "params_m": round(num_parameters(flow) / 1e6, 3), "train_img_s": round(batch / train_s, 2),
+        "sample_img_s": round(batch / sample_s, 2), "train_step_ms": round(1000 * train_s, 1),
+        "warmup_s": round(warm_s, 1), "peak_mem_mb": round(peak_mb), "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -123,7 +123,7 @@ def main() -> None:
         for name in a.configs:
             for mode in a.modes:
                 cmd = [sys.executable, __file__, "--one", name, mode, device, "--steps", str(a.steps), "--warmup", str(a.warmup)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     print(f"{name}/{mode}/{device} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
                     continue
@@ -134,7 +134,7 @@ def main() -> None:
         raise SystemExit("no benchmark succeeded")
     cpu_name = platform.processor() or platform.machine()
     gpu_name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    meta = dict(torch=torch.__version__, python=platform.python_version(), cpu=cpu_name, gpu=gpu_name, steps=a.steps, warmup=a.warmup)
+    meta = {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_name, "gpu": gpu_name, "steps": a.steps, "warmup": a.warmup}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "_".join(devices)

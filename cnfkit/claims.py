@@ -16,7 +16,7 @@ from typing import Any
 
 from .paper import paper_numbers
 
-__all__ = ["CLAIMS", "Claim", "evaluate_claims", "write_claims", "claims_markdown"]
+__all__ = ["CLAIMS", "Claim", "claims_markdown", "evaluate_claims", "write_claims"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def _sr_bpd(results, which: str):
     if which == "held-out":
         if not sr.get("table1"):
             return None
-        key = sorted(sr["table1"])[-1]  # the largest size
+        key = max(sr["table1"])  # the largest size
         row = sr["table1"][key]
         cnf, base = row.get("CNF"), row.get("Factorized LL")
         where = key

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .utils import rand
 
-__all__ = ["UniformDequantizer", "VariationalDequantizer", "BinaryDequantizer", "SqueezeContext", "check_binary"]
+__all__ = ["BinaryDequantizer", "SqueezeContext", "UniformDequantizer", "VariationalDequantizer", "check_binary"]
 
 
 def _per_sample(t: Tensor) -> Tensor:

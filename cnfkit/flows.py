@@ -12,18 +12,28 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import nets
-from .nets import Shared
-from .layers import ActNorm, AffineCoupling, FlowSequential, NetFactory, Permutation, Squeeze, actnorm_init_guard, flow_step
+from .layers import (
+    ActNorm,
+    AffineCoupling,
+    FlowSequential,
+    NetFactory,
+    Permutation,
+    Squeeze,
+    actnorm_init_guard,
+    flow_step,
+)
 from .metrics import bits_per_dim
+from .nets import Shared
 from .priors import DiagonalGaussian, SplitPrior
 
-__all__ = ["ConditionalFlow", "VectorFlow", "resize_features", "check_data", "check_temperature"]
+__all__ = ["ConditionalFlow", "VectorFlow", "check_data", "check_temperature", "resize_features"]
 
 
 def _check_finite(t: Tensor, name: str) -> None:
@@ -504,7 +514,7 @@ class FlowDistribution(torch.distributions.Distribution):
     per row of ``x``; ``rsample`` keeps gradients to the parameters and to ``x``).
     """
 
-    arg_constraints: dict = {}
+    arg_constraints: ClassVar[dict] = {}
     support = torch.distributions.constraints.independent(torch.distributions.constraints.real, 1)
     has_rsample = True
 
@@ -528,7 +538,7 @@ class FlowDistribution(torch.distributions.Distribution):
         flat = value.reshape(n * self.batch_shape[0], *self.event_shape)
         return self.flow.log_prob(flat, self._flat_x(n)).reshape(*sample_shape, *self.batch_shape)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         sample_shape = torch.Size(sample_shape)
         n = max(1, math.prod(sample_shape))
         b = self.batch_shape[0]
@@ -542,7 +552,7 @@ class FlowDistribution(torch.distributions.Distribution):
         y = y.reshape(b, n, *self.event_shape).transpose(0, 1)
         return y.reshape(*sample_shape, b, *self.event_shape)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 

@@ -36,18 +36,18 @@ from torch import Tensor, nn
 from .nets import Shared, run_with_context
 
 __all__ = [
+    "SCALE_FUNCTIONS",
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
     "Bijection",
     "FlowSequential",
-    "ActNorm",
     "InvConv1x1",
     "InvConv1x1LU",
-    "Squeeze",
     "Permutation",
-    "AffineCoupling",
-    "AdditiveCoupling",
-    "SCALE_FUNCTIONS",
-    "flow_step",
+    "Squeeze",
     "actnorm_init_guard",
+    "flow_step",
 ]
 
 
@@ -76,10 +76,10 @@ class Bijection(nn.Module):
     docstring for the full contract.
     """
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["levels_to_unit", "discretized_logistic_log_prob", "discretized_logistic_mode"]
+__all__ = ["discretized_logistic_log_prob", "discretized_logistic_mode", "levels_to_unit"]
 
 
 def levels_to_unit(x: Tensor, n_bins: int = 256) -> Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ZeroConv2d", "zero_linear", "glow_net", "instance_net", "mlp", "net_factory", "Shared", "run_with_context"]
+__all__ = ["Shared", "ZeroConv2d", "glow_net", "instance_net", "mlp", "net_factory", "run_with_context", "zero_linear"]
 
 
 class Shared(NamedTuple):

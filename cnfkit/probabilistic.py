@@ -29,18 +29,18 @@ from .data.imresize import imresize
 from .metrics import psnr
 
 __all__ = [
+    "auroc",
     "binary_calibration",
     "classification_calibration",
-    "iou_distance",
     "generalized_energy_distance",
-    "sample_diversity",
-    "point_cloud_distance",
-    "vessel_width",
-    "auroc",
+    "iou_distance",
     "lr_psnr",
-    "pixel_diversity",
     "mode_mass_error",
+    "pixel_diversity",
     "plot_reliability",
+    "point_cloud_distance",
+    "sample_diversity",
+    "vessel_width",
 ]
 
 
@@ -204,7 +204,7 @@ def auroc(scores: Tensor, events: Tensor, mask: Tensor | None = None) -> float:
     order = torch.argsort(s, stable=True)
     sorted_s = s[order]
     ranks = torch.empty_like(s)
-    uniq, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
+    _uniq, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).double()
     mean_rank = ends - (counts.double() - 1) / 2  # 1-based average rank of each run of ties
     ranks[order] = mean_rank[inverse]

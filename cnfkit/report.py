@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def render(profile: str, root: Path = ROOT) -> str:
                      + markdown_table(["model", f"{tag} bpd"], rows, 4))
     if doc := _load(folder, "super_resolution"):
         p1 = paper_numbers("winkler_table1_bpd")
-        which = lambda k: "ImageNet32" if ("32x32" in k or "ImageNet32" in k) else "ImageNet64"  # noqa: E731
+        which = lambda k: "ImageNet32" if ("32x32" in k or "ImageNet32" in k) else "ImageNet64"
         rows = [[k, p1[which(k)]["CNF"], v["CNF"], p1[which(k)]["Factorized LL"], v["Factorized LL"]] for k, v in doc["table1"].items()]
         p2 = paper_numbers("winkler_table2_sr")
         rows2 = []
@@ -250,7 +251,7 @@ def write_tables(profile: str, root: Path = ROOT) -> list[Path]:
     written = []
     for name, df in paper_tables(profile, root).items():
         header = [df.index.name or ""] + [str(c) for c in df.columns]
-        rows = [[idx] + [None if (isinstance(v, float) and v != v) else v for v in row] for idx, row in zip(df.index, df.itertuples(index=False))]
+        rows = [[idx] + [None if (isinstance(v, float) and math.isnan(v)) else v for v in row] for idx, row in zip(df.index, df.itertuples(index=False))]
         note = f"Reduced-scale run (profile {profile}); '-' = not produced yet.\n\n" if profile != "full" else ""
         (folder / f"{name}.md").write_text(note + markdown_table(header, rows, 4) + "\n")
         (folder / f"{name}.tex").write_text(df.to_latex(na_rep="--", float_format="%.4g", escape=True))

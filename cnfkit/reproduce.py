@@ -55,7 +55,7 @@ def _running_cell(executed: Path) -> str:
         import nbformat
 
         nb = nbformat.read(executed, as_version=4)
-    except Exception:
+    except (OSError, ValueError):  # no notebook was written, or it is cut short: the cell is unknown
         return "?"
     code = [c for c in nb.cells if c.cell_type == "code"]
     for i, c in enumerate(code, 1):
@@ -118,16 +118,16 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
             print(f"[dry-run] ImageNet absent: tiny files in the official PNG layout in {folder}")
     stamps = out / ".stamps"
     stamps.mkdir(exist_ok=True)
-    params = dict(
-        profile=profile,
-        data_root=str(data_root()),
-        data_mirror=str(mirror_root() or ""),
-        results_dir=str(out),
-        progress=True,
-        device=device,
-        checkpoint_dir=str(out / "checkpoints"),  # used by the notebooks that train for long (DRIVE, SR, MNIST)
-        dry_run=dry_run,
-    )
+    params = {
+        "profile": profile,
+        "data_root": str(data_root()),
+        "data_mirror": str(mirror_root() or ""),
+        "results_dir": str(out),
+        "progress": True,
+        "device": device,
+        "checkpoint_dir": str(out / "checkpoints"),  # used by the notebooks that train for long (DRIVE, SR, MNIST)
+        "dry_run": dry_run,
+    }
     digest = _sources_digest()
     available = notebooks(root / "notebooks")
     if only is not None:
@@ -166,7 +166,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
                 file=sys.stderr,
             )
             return 1
-        except Exception as exc:  # the kernel died (OOM killer, kill -9), timed out, or could not start
+        except Exception as exc:  # noqa: BLE001 - the kernel died (OOM killer, kill -9), timed out or could not start: report, never a traceback
             cell = _running_cell(executed)
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
             if type(exc).__name__ == "DeadKernelError":
@@ -200,7 +200,7 @@ def refresh_committed(root: Path = ROOT, only: list[str] | None = None) -> int:
             out = Path(tmp) / nb.name
             try:
                 pm.execute_notebook(str(nb), str(out), cwd=str(nb.parent), progress_bar=False)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failing cell or a dead kernel: report it, keep the committed notebook
                 print(f"FAILED: {nb.name} ({type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''})", file=sys.stderr)
                 return 1
             sanitize_notebook(out, root)

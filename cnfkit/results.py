@@ -21,7 +21,7 @@ import torch
 
 from .data.store import REGISTRY
 
-__all__ = ["git_commit", "provenance", "save_json", "load_json", "PhaseTimer", "phase"]
+__all__ = ["PhaseTimer", "git_commit", "load_json", "phase", "provenance", "save_json"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def git_commit() -> str:
     """The current commit (suffixed ``-dirty`` when tracked files changed), or ``unknown``."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -76,7 +76,7 @@ def _peak_rss_mb() -> float | None:
         return None
 
 
-def phase(timer: "PhaseTimer | None", name: str):
+def phase(timer: PhaseTimer | None, name: str):
     """``timer(name)``, or a no-op context when there is no timer."""
     return timer(name) if timer is not None else nullcontext()
 

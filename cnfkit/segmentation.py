@@ -26,7 +26,7 @@ from .dequantization import BinaryDequantizer, SqueezeContext, UniformDequantize
 from .flows import ConditionalFlow
 from .utils import rand
 
-__all__ = ["VGGFeatures", "SegmentationCNF", "FactoredBernoulli", "weighted_bernoulli_log_likelihood", "weighted_cross_entropy"]
+__all__ = ["FactoredBernoulli", "SegmentationCNF", "VGGFeatures", "weighted_bernoulli_log_likelihood", "weighted_cross_entropy"]
 
 
 def _check_pair(y: Tensor, x: Tensor) -> None:

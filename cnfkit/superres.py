@@ -21,7 +21,6 @@ Both ``forward(y_levels, x_lr)`` return ``log P(y | x)`` in nats per image for i
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,7 +29,7 @@ from .dequantization import UniformDequantizer
 from .flows import ConditionalFlow
 from .likelihoods import discretized_logistic_log_prob, discretized_logistic_mode
 
-__all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet", "SRFlow", "FactorizedLogisticSR", "check_sr_pair"]
+__all__ = ["RRDB", "FactorizedLogisticSR", "RRDBNet", "ResidualDenseBlock", "SRFlow", "check_sr_pair"]
 
 
 class ResidualDenseBlock(nn.Module):

@@ -27,17 +27,17 @@ from .utils import randn
 __all__ = [
     "EIGHT_MODE_CENTERS",
     "EIGHT_MODE_STD",
+    "GaussianRegressor",
+    "INNWeights",
+    "LabelGaussianPrior",
     "eight_modes",
     "eight_modes_log_prob",
+    "inn_loss",
+    "mmd_multiscale",
+    "pad",
     "rotating_modes",
     "rotating_modes_log_prob",
-    "LabelGaussianPrior",
     "xiao_flow",
-    "pad",
-    "GaussianRegressor",
-    "mmd_multiscale",
-    "INNWeights",
-    "inn_loss",
 ]
 
 EIGHT_MODE_CENTERS = torch.tensor(

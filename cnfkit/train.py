@@ -57,20 +57,20 @@ from .profiles import Config, ProfileError
 from .utils import remove_stale_temporaries, resolve_device
 
 __all__ = [
-    "TrainConfig",
-    "Trainer",
-    "train_steps",
+    "CheckpointError",
     "EpochSampler",
     "NonFiniteError",
+    "TrainConfig",
+    "Trainer",
     "TrainingError",
     "TrainingInterrupted",
-    "CheckpointError",
     "atomic_save",
-    "read_checkpoint",
-    "model_fingerprint",
-    "remove_stale_temporaries",
     "init_distributed",
+    "model_fingerprint",
     "rank_and_world",
+    "read_checkpoint",
+    "remove_stale_temporaries",
+    "train_steps",
 ]
 
 
@@ -132,7 +132,7 @@ def init_distributed() -> tuple[int, int, torch.device]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     else:
@@ -351,7 +351,7 @@ class Trainer:
         eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
-        callbacks: Sequence[Callable[["Trainer", int, dict[str, float]], None]] = (),
+        callbacks: Sequence[Callable[[Trainer, int, dict[str, float]], None]] = (),
         compile: bool = False,
         progress: bool = True,
         desc: str = "train",
@@ -484,7 +484,7 @@ class Trainer:
                     loss = self.loss_fn(self._runner, batch)
                     self._compiled_ok = True
                     return loss
-                except Exception as exc:  # compilation failed: say so, and train eagerly
+                except Exception as exc:  # noqa: BLE001 - any compiler failure (dynamo, inductor, a C++ toolchain): train eagerly
                     warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
                                   "training continues without compilation", RuntimeWarning, stacklevel=2)
                     self.compile = False

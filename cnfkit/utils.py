@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["seed_everything", "default_device", "resolve_device", "module_device", "randn", "rand", "num_parameters", "set_threads", "remove_stale_temporaries", "row_generators"]
+__all__ = ["default_device", "module_device", "num_parameters", "rand", "randn", "remove_stale_temporaries", "resolve_device", "row_generators", "seed_everything", "set_threads"]
 
 
 def seed_everything(seed: int) -> None:

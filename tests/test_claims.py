@@ -8,7 +8,7 @@ from cnfkit import claims
 
 
 def _results(cnf_bpd: float, factored_bpd: float) -> dict:
-    s = lambda bpd, f, e: {"bpd": bpd, "bpd_std": 0.0, "f_score": f, "f_score_std": 0.0, "pr_distance_to_human": {"energy_distance": e}}  # noqa: E731
+    s = lambda bpd, f, e: {"bpd": bpd, "bpd_std": 0.0, "f_score": f, "f_score_std": 0.0, "pr_distance_to_human": {"energy_distance": e}}
     return {
         "drive": {"summary": {"cnf": s(cnf_bpd, 0.80, 0.01), "factored": s(factored_bpd, 0.805, 0.05), "cnf_uniform": s(0.3, 0.76, 0.04)}},
         "mnist": {"datasets": {"MNIST": {"accuracy_forward_pass": 0.9836}, "FashionMNIST": {"accuracy_forward_pass": 0.85}}},

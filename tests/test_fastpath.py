@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cnfkit import ConditionalFlow
+from cnfkit.profiles import ProfileError
 from cnfkit.superres import FactorizedLogisticSR, SRFlow
 from cnfkit.train import TrainConfig, Trainer
-from cnfkit.profiles import ProfileError
 
 from .helpers import randomize
 from .train_fixtures import loss_fn, make_problem, sampler
@@ -92,7 +92,7 @@ def test_failed_compilation_falls_back_to_eager_with_a_warning():
     from torch._dynamo import register_backend
 
     @register_backend
-    def cnfkit_broken_backend(gm, example_inputs):  # noqa: ARG001
+    def cnfkit_broken_backend(gm, example_inputs):
         raise RuntimeError("this backend cannot compile anything")
 
     model, x, y = make_problem()

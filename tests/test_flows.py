@@ -31,10 +31,10 @@ def _encode_flat(flow, x):
 
 
 FLOW_CASES = {
-    "conditional-affine": dict(cond_channels=3),
-    "conditional-additive-instancenet": dict(cond_channels=3, coupling="additive", coupling_net="instance"),
-    "unconditional": dict(cond_channels=0),
-    "conditional-plain-1x1": dict(cond_channels=3, lu=False),
+    "conditional-affine": {"cond_channels": 3},
+    "conditional-additive-instancenet": {"cond_channels": 3, "coupling": "additive", "coupling_net": "instance"},
+    "unconditional": {"cond_channels": 0},
+    "conditional-plain-1x1": {"cond_channels": 3, "lu": False},
 }
 
 
@@ -311,7 +311,7 @@ def test_shared_context_is_the_concatenated_context(kind):
 def test_samples_with_shared_features_match_repeated_features_in_float64():
     flow = _small_flow(coupling="additive", coupling_net="instance")
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    gens = lambda: [torch.Generator().manual_seed(i) for i in range(6)]  # noqa: E731
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(6)]
     a = flow.sample(x, num_samples=3, generator=gens())
     b = flow.sample(x.repeat_interleave(3, 0), generator=gens())
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

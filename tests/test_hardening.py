@@ -17,7 +17,12 @@ from cnfkit import ConditionalFlow, VectorFlow
 from cnfkit.layers import ActNorm
 from cnfkit.metrics import psnr, sr_psnr_ssim, ssim
 from cnfkit.priors import standard_normal_log_prob
-from cnfkit.segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood, weighted_cross_entropy
+from cnfkit.segmentation import (
+    FactoredBernoulli,
+    SegmentationCNF,
+    weighted_bernoulli_log_likelihood,
+    weighted_cross_entropy,
+)
 from cnfkit.superres import FactorizedLogisticSR, SRFlow
 
 

@@ -29,7 +29,7 @@ def _matlab_loop(vec: np.ndarray, scale: float) -> np.ndarray:
     for j in range(1, out_len + 1):
         u = j / scale + 0.5 * (1 - 1 / scale)
         left = math.floor(u - width / 2)
-        idx = [left + p for p in range(int(math.ceil(width)) + 2)]
+        idx = [left + p for p in range(math.ceil(width) + 2)]
         ws = [(scale * k(scale * (u - i)) if scale < 1 else k(u - i)) for i in idx]
         total = sum(ws)
         acc = 0.0

@@ -77,10 +77,10 @@ def test_bad_inputs():
 
 # --- PSNR / SSIM against scikit-image ---------------------------------------------------------
 
-from skimage.color import rgb2ycbcr  # noqa: E402
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
+from skimage.color import rgb2ycbcr
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from cnfkit.metrics import psnr, rgb_to_y, sr_psnr_ssim, ssim  # noqa: E402
+from cnfkit.metrics import psnr, rgb_to_y, sr_psnr_ssim, ssim
 
 
 def _pair(seed=0, shape=(40, 36)):

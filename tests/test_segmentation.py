@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from cnfkit.data.drive import affine_matrices, check_segmentation_batch, load_drive, random_affine
-from cnfkit.segmentation import FactoredBernoulli, SegmentationCNF, VGGFeatures, weighted_bernoulli_log_likelihood, weighted_cross_entropy
+from cnfkit.segmentation import (
+    FactoredBernoulli,
+    SegmentationCNF,
+    VGGFeatures,
+    weighted_bernoulli_log_likelihood,
+    weighted_cross_entropy,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -78,7 +84,7 @@ def test_affine_augmentation_is_shared_and_keeps_labels_binary():
     img, lab, msk = random_affine(x, y, m, torch.Generator().manual_seed(0))
     assert set(lab.unique().tolist()) <= {0.0, 1.0} and set(msk.unique().tolist()) <= {0.0, 1.0}
     ident = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]).expand(2, 2, 3)
-    img2, lab2, msk2 = random_affine(x, y, m, matrices=ident)
+    img2, lab2, _msk2 = random_affine(x, y, m, matrices=ident)
     torch.testing.assert_close(img2, x, atol=1e-5, rtol=0)
     torch.testing.assert_close(lab2, y)
     # same map for image and label: a label derived from a channel stays (mostly) consistent

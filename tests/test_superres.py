@@ -261,7 +261,7 @@ def test_torchrun_cli_trains_and_the_driver_reuses_its_checkpoints(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cnfkit.experiments.superres",
            "--profile", "smoke", "--checkpoint-dir", str(tmp_path), "--no-progress"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=root)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=root, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = sr.config("smoke")
     folder = tmp_path / f"superres-{cfg.digest()}"

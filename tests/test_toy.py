@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from cnfkit import VectorFlow
 from cnfkit.experiments import theory
 from cnfkit.priors import gaussian_log_prob, standard_normal_log_prob
 from cnfkit.profiles import ProfileError
@@ -23,7 +24,6 @@ from cnfkit.toy import (
     rotating_modes_log_prob,
     xiao_flow,
 )
-from cnfkit import VectorFlow
 
 from .helpers import randomize
 

@@ -10,9 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnfkit.profiles import ProfileError
 from cnfkit import VectorFlow
-from cnfkit.train import CheckpointError, EpochSampler, NonFiniteError, Trainer, TrainConfig, TrainingError, TrainingInterrupted, read_checkpoint, train_steps
+from cnfkit.profiles import ProfileError
+from cnfkit.train import (
+    CheckpointError,
+    EpochSampler,
+    NonFiniteError,
+    TrainConfig,
+    Trainer,
+    TrainingError,
+    TrainingInterrupted,
+    read_checkpoint,
+    train_steps,
+)
 
 from .train_fixtures import config, loss_fn, make_problem, sampler
 
@@ -37,7 +47,7 @@ def _run(tmp, cfg, callbacks=()):
 
 
 def test_training_reduces_the_loss(tmp_path):
-    model, trainer = _run(tmp_path, config(steps=40, checkpoint_every=0))
+    _model, trainer = _run(tmp_path, config(steps=40, checkpoint_every=0))
     losses = [h["loss"] for h in trainer.history if "loss" in h]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
 
@@ -84,7 +94,7 @@ def test_train_steps_checkpoints_and_reuses_a_finished_run(tmp_path):
     assert ckpt["step"] == 20 and ckpt["config"]["checkpoint_every"] == 1  # steps // 20 by default
     fresh, _, _ = make_problem(seed=1)  # other initial parameters: the checkpoint must replace them
     calls = []
-    history, wall2 = train_steps(fresh, lambda m, b: calls.append(1) or loss_fn(m, b), sampler(x, y), steps=20, lr=1e-2, seed=5,
+    _history, wall2 = train_steps(fresh, lambda m, b: calls.append(1) or loss_fn(m, b), sampler(x, y), steps=20, lr=1e-2, seed=5,
                                  checkpoint_dir=tmp_path, progress=False, device="cpu")
     assert not calls and wall2 == wall  # nothing trained again; the recorded wall time is the first run's
     _assert_same(_params(fresh), _params(model))
@@ -153,9 +163,9 @@ def test_ddp_two_cpu_processes_with_interrupt_and_resume(tmp_path):
     script = ROOT / "tests" / "ddp_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
-    first = subprocess.run(cmd + ["interrupt"], env=env, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(cmd + ["interrupt"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert (tmp_path / "last.pt").exists(), first.stderr[-3000:]
-    second = subprocess.run(cmd + ["resume"], env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd + ["resume"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert second.returncode == 0, second.stderr[-3000:]
     p0 = torch.load(tmp_path / "params_rank0.pt")
     p1 = torch.load(tmp_path / "params_rank1.pt")
@@ -213,7 +223,7 @@ def test_full_disk_names_the_checkpoint_and_the_cause(tmp_path, monkeypatch):
 
     _run(tmp_path, config(steps=3, checkpoint_every=0))
     good = (tmp_path / "last.pt").read_bytes()
-    monkeypatch.setattr(train_mod, "_open_for_write", lambda p: open("/dev/full", "wb"))  # a real ENOSPC
+    monkeypatch.setattr(train_mod, "_open_for_write", lambda p: open("/dev/full", "wb"))  # noqa: SIM115 - atomic_save closes it; a real ENOSPC
     with pytest.raises(CheckpointError, match=r"last.pt: no space left on device"):
         train_mod.atomic_save({"x": torch.zeros(1000)}, tmp_path / "last.pt")
     assert (tmp_path / "last.pt").read_bytes() == good  # the previous checkpoint is intact
@@ -317,11 +327,11 @@ def test_ddp_sigterm_on_one_rank_checkpoints_both_and_resumes(tmp_path):
     script = ROOT / "tests" / "ddp_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    ref = subprocess.run(cmd + [str(tmp_path / "ref"), "resume-sigterm"], env=env, capture_output=True, text=True, timeout=300)
+    ref = subprocess.run(cmd + [str(tmp_path / "ref"), "resume-sigterm"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert ref.returncode == 0, ref.stderr[-3000:]
-    first = subprocess.run(cmd + [str(tmp_path / "run"), "sigterm"], env=env, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(cmd + [str(tmp_path / "run"), "sigterm"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4, first.stderr[-3000:]
-    second = subprocess.run(cmd + [str(tmp_path / "run"), "resume-sigterm"], env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd + [str(tmp_path / "run"), "resume-sigterm"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert second.returncode == 0, second.stderr[-3000:]
     for rank in (0, 1):
         _assert_same(torch.load(tmp_path / "run" / f"params_rank{rank}.pt"), torch.load(tmp_path / "ref" / f"params_rank{rank}.pt"))

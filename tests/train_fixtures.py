@@ -27,6 +27,6 @@ def sampler(x, y, batch_size=16, **kw):
 
 
 def config(**kw):
-    base = dict(steps=10, lr=1e-2, checkpoint_every=3, log_every=1, seed=5)
+    base = {"steps": 10, "lr": 1e-2, "checkpoint_every": 3, "log_every": 1, "seed": 5}
     base.update(kw)
     return TrainConfig(**base)

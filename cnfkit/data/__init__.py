@@ -29,19 +29,19 @@ __all__ = [
     "use_data_dirs",
 ]
 
-from .mnist import load_mnist, read_idx  # noqa: E402
+from .mnist import load_mnist, read_idx
 
 __all__ += ["load_mnist", "read_idx"]
 
-from .drive import DriveSplit, load_drive, random_affine  # noqa: E402
+from .drive import DriveSplit, load_drive, random_affine
 
 __all__ += ["DriveSplit", "load_drive", "random_affine"]
 
-from .imresize import imresize  # noqa: E402
-from .sr import chroma_detail_ratio, downscale_images, hr_lr_pair, load_sr_images, patch_pairs  # noqa: E402
+from .imresize import imresize
+from .sr import chroma_detail_ratio, downscale_images, hr_lr_pair, load_sr_images, patch_pairs
 
-__all__ += ["imresize", "chroma_detail_ratio", "downscale_images", "hr_lr_pair", "load_sr_images", "patch_pairs"]
+__all__ += ["chroma_detail_ratio", "downscale_images", "hr_lr_pair", "imresize", "load_sr_images", "patch_pairs"]
 
-from .imagenet import ImageNetArray, load_imagenet  # noqa: E402
+from .imagenet import ImageNetArray, load_imagenet
 
 __all__ += ["ImageNetArray", "load_imagenet"]

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .store import dataset_dir
 
-__all__ = ["DriveSplit", "load_drive", "random_affine", "affine_matrices", "check_segmentation_batch"]
+__all__ = ["DriveSplit", "affine_matrices", "check_segmentation_batch", "load_drive", "random_affine"]
 
 
 @dataclass

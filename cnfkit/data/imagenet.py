@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .store import DatasetError, data_root, mirror_root
 
-__all__ = ["RELEASES", "HOW", "ImageNetArray", "load_imagenet", "find_release_dir"]
+__all__ = ["HOW", "RELEASES", "ImageNetArray", "find_release_dir", "load_imagenet"]
 
 RELEASES = ("png", "npz")
 SIZES = (32, 64)  # the releases' sizes (any size >= 2 is accepted, for small test files in the same format)

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["cubic", "contributions", "imresize"]
+__all__ = ["contributions", "cubic", "imresize"]
 
 
 def cubic(x: Tensor) -> Tensor:
@@ -45,7 +45,7 @@ def contributions(in_len: int, out_len: int, scale: float, antialias: bool = Tru
     x = torch.arange(1, out_len + 1, dtype=torch.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
     left = torch.floor(u - width / 2)
-    p = int(math.ceil(width)) + 2
+    p = math.ceil(width) + 2
     ind = left[:, None] + torch.arange(p, dtype=torch.float64)[None, :]
     d = u[:, None] - ind
     w = scale * cubic(scale * d) if stretch else cubic(d)

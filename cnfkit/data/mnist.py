@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .store import dataset_dir
 
-__all__ = ["read_idx", "load_mnist", "MNIST_LIKE"]
+__all__ = ["MNIST_LIKE", "load_mnist", "read_idx"]
 
 MNIST_LIKE = ("MNIST", "FashionMNIST")
 _FILES = {

@@ -26,7 +26,7 @@ from torch import Tensor
 from .imresize import imresize
 from .store import REGISTRY, dataset_dir
 
-__all__ = ["SR_TEST_SETS", "load_sr_images", "hr_lr_pair", "downscale_images", "chroma_detail_ratio", "random_patches", "patch_pairs"]
+__all__ = ["SR_TEST_SETS", "chroma_detail_ratio", "downscale_images", "hr_lr_pair", "load_sr_images", "patch_pairs", "random_patches"]
 
 SR_TEST_SETS = ("Set5", "Set14", "BSD100")
 

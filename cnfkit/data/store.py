@@ -28,14 +28,14 @@ from pathlib import Path
 from ..utils import remove_stale_temporaries
 
 __all__ = [
+    "REGISTRY",
     "DatasetError",
     "DatasetSpec",
     "FileSpec",
-    "REGISTRY",
     "data_root",
-    "mirror_root",
     "dataset_dir",
     "dataset_file",
+    "mirror_root",
     "sha256sum",
     "use_data_dirs",
 ]
@@ -167,7 +167,7 @@ def _download(spec: DatasetSpec, f: FileSpec, dest: Path, progress: bool = True)
                 raise DatasetError(f"{url}: sha256 {h.hexdigest()} does not match the expected {f.sha256}")
             os.replace(tmp, dest)
             return
-        except Exception as exc:  # try the next mirror URL; never leave a partial file behind
+        except Exception as exc:  # noqa: BLE001 - any failure of one URL (network, HTTP, checksum): try the next, never leave a partial file
             errors.append(f"{url}: {exc}")
         finally:
             if os.path.exists(tmp):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["pad_to_multiple", "crop_to"]
+__all__ = ["crop_to", "pad_to_multiple"]
 
 
 def pad_to_multiple(img: Tensor, multiple: int, *, square: bool = False, value: float = 0.0) -> tuple[Tensor, tuple[int, int]]:

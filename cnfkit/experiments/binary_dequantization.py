@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..profiles import Config, select
-from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
 from ..results import phase
+from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
 from ..train import EpochSampler, train_steps
 
-__all__ = ["support_demo", "binary_shapes", "BinaryDeqConfig", "CONFIGS", "config", "run_images"]
+__all__ = ["CONFIGS", "BinaryDeqConfig", "binary_shapes", "config", "run_images", "support_demo"]
 
 
 def support_demo(mean: float = 0.7, std: float = 0.6) -> dict[str, float]:
@@ -34,7 +34,7 @@ def support_demo(mean: float = 0.7, std: float = 0.6) -> dict[str, float]:
     Returns the probability of each ``y``, the mass lost by uniform bins, and the uniform bound
     ``E_u[log p(y + u)]`` (closed form: ``E(y + u - m)^2 = (y + 1/2 - m)^2 + 1/12``).
     """
-    phi = lambda t: 0.5 * (1 + math.erf(t / math.sqrt(2)))  # noqa: E731
+    phi = lambda t: 0.5 * (1 + math.erf(t / math.sqrt(2)))
     out: dict[str, float] = {}
     for y in (0, 1):
         out[f"uniform_P{y}"] = phi((y + 1 - mean) / std) - phi((y - mean) / std)
@@ -104,7 +104,7 @@ class BinaryDeqConfig(Config):
     beta: float = 0.5  # shapes are not rare: an unweighted Bernoulli for the factored baseline
     seed: int = 0
     nonnegative = frozenset({"seed"})
-    dry_run_caps = {"steps": 5, "n_train": 256, "n_test": 64}
+    dry_run_caps: ClassVar[dict[str, int]] = {"steps": 5, "n_train": 256, "n_test": 64}
 
 
 CONFIGS = {

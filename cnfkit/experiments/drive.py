@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from pathlib import Path
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,12 +34,12 @@ from ..data.drive import DriveSplit, load_drive, random_affine
 from ..data.transforms import crop_to, pad_to_multiple
 from ..metrics import f_score, max_f_score, pr_curve, precision_recall
 from ..profiles import Config, select
-from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
 from ..results import phase
+from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
 
-__all__ = ["DriveConfig", "CONFIGS", "config", "build_model", "make_batches", "train_model", "evaluate", "MODELS", "BPD_DEFINITION"]
+__all__ = ["BPD_DEFINITION", "CONFIGS", "MODELS", "DriveConfig", "build_model", "config", "evaluate", "make_batches", "train_model"]
 
 MODELS = ("factored", "cnf_uniform", "cnf")
 BPD_DEFINITION = (
@@ -70,7 +70,7 @@ class DriveConfig(Config):
     beta: float = 0.9  # weight of the vessel term in eq. 9 (vessels are ~10% of the pixels)
     seeds: tuple[int, ...] = (0,)
     nonnegative = frozenset({"seeds"})
-    dry_run_caps = {"steps": 2, "test_images": 2, "n_samples": 4, "n_scatter": 2, "seeds": 1, "eval_batch": 4}
+    dry_run_caps: ClassVar[dict[str, int]] = {"steps": 2, "test_images": 2, "n_samples": 4, "n_scatter": 2, "seeds": 1, "eval_batch": 4}
 
 
 CONFIGS = {
@@ -229,7 +229,14 @@ def probabilistic_evaluation(name: str, ev: dict[str, Any], test: DriveSplit, cf
     * ``uncertainty_auroc``: AUROC of the per-pixel uncertainty (the variance of the binary samples,
       m(1 - m), for the CNFs; p(1 - p) for the factored model) for predicting the pixels that the
       max-F prediction gets wrong."""
-    from ..probabilistic import auroc, binary_calibration, generalized_energy_distance, point_cloud_distance, sample_diversity, vessel_width
+    from ..probabilistic import (
+        auroc,
+        binary_calibration,
+        generalized_energy_distance,
+        point_cloud_distance,
+        sample_diversity,
+        vessel_width,
+    )
 
     n = ev["soft_maps"].shape[0]
     y, mask = test.labels[:n], test.masks[:n]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from ..data.mnist import load_mnist
 from ..flows import VectorFlow
 from ..profiles import Config, select
-from ..toy import pad, xiao_flow
 from ..results import phase
+from ..toy import pad, xiao_flow
 from ..train import EpochSampler, train_steps
 
-__all__ = ["ConvAutoencoder", "MNISTConfig", "CONFIGS", "config", "run_dataset", "sample_grid", "style_grid", "plot_grid"]
+__all__ = ["CONFIGS", "ConvAutoencoder", "MNISTConfig", "config", "plot_grid", "run_dataset", "sample_grid", "style_grid"]
 
 
 class ConvAutoencoder(nn.Module):
@@ -94,7 +94,7 @@ class MNISTConfig(Config):
     temperature: float = 0.8  # for the sample grids
     seed: int = 0
     nonnegative = frozenset({"seed"})
-    dry_run_caps = {"n_train": 1024, "n_test": 500, "ae_epochs": 1, "flow_epochs": 1}
+    dry_run_caps: ClassVar[dict[str, int]] = {"n_train": 1024, "n_test": 500, "ae_epochs": 1, "flow_epochs": 1}
 
 
 CONFIGS = {

@@ -19,9 +19,9 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,12 +32,12 @@ from ..data.imresize import imresize
 from ..data.sr import SR_TEST_SETS, chroma_detail_ratio, downscale_images, hr_lr_pair, load_sr_images, patch_pairs
 from ..metrics import sr_psnr_ssim
 from ..profiles import Config, ProfileError, select
-from ..superres import FactorizedLogisticSR, SRFlow
 from ..results import phase
+from ..superres import FactorizedLogisticSR, SRFlow
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
 
-__all__ = ["SRConfig", "CONFIGS", "config", "build_models", "run", "evaluate_test_set", "temperature_sweep", "predict_full", "predict_images", "probabilistic_evaluation"]
+__all__ = ["CONFIGS", "SRConfig", "build_models", "config", "evaluate_test_set", "predict_full", "predict_images", "probabilistic_evaluation", "run", "temperature_sweep"]
 
 LN2 = math.log(2.0)
 
@@ -78,7 +78,7 @@ class SRConfig(Config):
     seed: int = 0
     nonnegative = frozenset({"seed", "temperatures", "tau"})
     # a dry run keeps the architecture and sizes; the batch is capped too, so that a CPU can hold a full-size step
-    dry_run_caps = {"steps": 2, "batch": 4, "n_train": 256, "n_test": 16, "crops_per_image": 2, "max_test_images": 2, "n_posterior": 2,
+    dry_run_caps: ClassVar[dict[str, int]] = {"steps": 2, "batch": 4, "n_train": 256, "n_test": 16, "crops_per_image": 2, "max_test_images": 2, "n_posterior": 2,
                     "eval_batch": 2}
 
 
@@ -324,7 +324,7 @@ def probabilistic_evaluation(models: dict[str, nn.Module], cfg: SRConfig, name: 
     base_scores = _Scores()
     for (hr, _), mode in zip(pairs, modes):
         base_scores.add(mode, hr)
-    key = lambda t: f"CNF tau={t}"  # noqa: E731
+    key = lambda t: f"CNF tau={t}"
     return {
         "lr_psnr": {**{key(t): float(np.mean(v)) if v else None for t, v in lr_scores.items()}, "LL Baseline (mode)": float(np.mean(base_lr)),
                     "_note": "dB, capped at 100 (an exact match is infinite)"},
@@ -395,7 +395,7 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
         models = build_models(cfg)
         out["table1"][key] = {}
         for name, model in models.items():
-            loss = lambda m, b: -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)  # noqa: E731  bits/dim
+            loss = lambda m, b: -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"superres-{cfg.digest()}" / f"{name}_{size}"
             _, wall = train_steps(model, loss, sampler, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, grad_clip=100.0,
                                   progress=progress, desc=f"sr{size}/{name}", device=device, checkpoint_dir=ckpt,

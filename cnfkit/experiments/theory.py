@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..flows import VectorFlow
 from ..profiles import Config, select
+from ..results import phase
 from ..toy import (
     EIGHT_MODE_CENTERS,
     EIGHT_MODE_STD,
@@ -36,9 +37,8 @@ from ..toy import (
     xiao_flow,
 )
 from ..train import EpochSampler, train_steps
-from ..results import phase
 
-__all__ = ["TheoryConfig", "CONFIGS", "config", "run_rotating", "run_gmm", "INN_SETTINGS"]
+__all__ = ["CONFIGS", "INN_SETTINGS", "TheoryConfig", "config", "run_gmm", "run_rotating"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class TheoryConfig(Config):
     label_noise: float = 0.1
     seed: int = 0
     nonnegative = frozenset({"seed"})
-    dry_run_caps = {"rot_steps": 5, "gmm_steps": 5, "rot_train": 4096, "rot_test": 1024, "gmm_train": 8192, "gmm_test": 1024, "n_posterior": 200}
+    dry_run_caps: ClassVar[dict[str, int]] = {"rot_steps": 5, "gmm_steps": 5, "rot_train": 4096, "rot_test": 1024, "gmm_train": 8192, "gmm_test": 1024, "n_posterior": 200}
 
 
 CONFIGS = {
@@ -192,7 +192,7 @@ def reference_metrics(cfg: TheoryConfig, generator: torch.Generator) -> dict[str
 
 
 def build_gmm_model(name: str, cfg: TheoryConfig) -> nn.Module:
-    arch = dict(blocks=cfg.gmm_blocks, hidden=cfg.gmm_hidden, layers=cfg.gmm_layers)
+    arch = {"blocks": cfg.gmm_blocks, "hidden": cfg.gmm_hidden, "layers": cfg.gmm_layers}
     if name == "xiao":
         return xiao_flow(2, cfg.label_dim, cfg.z_dim, label_noise=cfg.label_noise, **arch)
     if name == "cnf":
