@@ -45,7 +45,7 @@ endif
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check cnfkit tests benchmarks notebooks/conftest.py
+	$(PY) -m ruff check cnfkit tests benchmarks examples notebooks/conftest.py
 	$(PY) -m pytest -q tests
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		echo "nbval: re-running the committed notebooks (smoke outputs)"; \
