@@ -488,6 +488,15 @@ def flow_step(
 
 
 
+def _actnorms(module: nn.Module) -> list[ActNorm]:
+    """The ActNorm layers of ``module``, listed once (the guard runs on every forward call)."""
+    cached = module.__dict__.get("_cnfkit_actnorms")
+    if cached is None:
+        cached = [m for m in module.modules() if isinstance(m, ActNorm)]
+        module.__dict__["_cnfkit_actnorms"] = cached
+    return cached
+
+
 @contextmanager
 def actnorm_init_guard(module: nn.Module) -> Iterator[None]:
     """Make ActNorm's data-dependent initialisation part of a *valid* call only.
@@ -496,7 +505,7 @@ def actnorm_init_guard(module: nn.Module) -> Iterator[None]:
     block are reset if the block raises (e.g. a later layer rejects the input), so a failed call
     never leaves a half-initialised model behind.
     """
-    fresh = [m for m in module.modules() if isinstance(m, ActNorm) and not m._is_initialized]
+    fresh = [m for m in _actnorms(module) if not m._is_initialized]
     try:
         yield
     except BaseException:

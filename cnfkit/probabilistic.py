@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .data.imresize import imresize
+from .dequantization import check_binary
 from .metrics import psnr
 
 __all__ = [
@@ -42,11 +43,6 @@ __all__ = [
     "sample_diversity",
     "vessel_width",
 ]
-
-
-def _check_binary(t: Tensor, name: str) -> None:
-    if not torch.isfinite(t.float()).all() or ((t != 0) & (t != 1)).any():
-        raise ValueError(f"{name} must be binary (0 or 1)")
 
 
 def _reliability(conf: Tensor, correct: Tensor, n_bins: int) -> dict:
@@ -75,9 +71,9 @@ def binary_calibration(probs: Tensor, target: Tensor, mask: Tensor | None = None
         raise ValueError(f"probs {tuple(probs.shape)}, target {tuple(target.shape)} and mask must have the same shape")
     if not torch.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
         raise ValueError("probs must be finite probabilities in [0, 1]")
-    _check_binary(target, "target")
+    check_binary(target, "target")
     if mask is not None:
-        _check_binary(mask, "mask")
+        check_binary(mask, "mask")
         keep = mask.bool()
         probs, target = probs[keep], target[keep]
     return _reliability(probs, target, n_bins)
@@ -137,8 +133,8 @@ def generalized_energy_distance(samples: Tensor, annotations: Tensor, mask: Tens
     exactly; :func:`sample_diversity` is the mean over distinct pairs."""
     if samples.shape[1:] != annotations.shape[1:]:
         raise ValueError(f"samples {tuple(samples.shape)} and annotations {tuple(annotations.shape)} must have the same map shape")
-    _check_binary(samples, "samples")
-    _check_binary(annotations, "annotations")
+    check_binary(samples, "samples")
+    check_binary(annotations, "annotations")
     if mask is not None:
         if mask.shape != samples.shape[1:]:
             raise ValueError(f"mask must have the map shape {tuple(samples.shape[1:])}, got {tuple(mask.shape)}")
@@ -151,7 +147,7 @@ def generalized_energy_distance(samples: Tensor, annotations: Tensor, mask: Tens
 
 def sample_diversity(samples: Tensor) -> float:
     """Mean ``1 - IoU`` over distinct pairs of binary samples ``[n, *S]``."""
-    _check_binary(samples, "samples")
+    check_binary(samples, "samples")
     return _mean_offdiag(_pairwise(samples, samples))
 
 
@@ -176,7 +172,7 @@ def vessel_width(mask: Tensor) -> float:
 
     if mask.dim() != 2:
         raise ValueError(f"vessel_width needs one map [H, W], got {tuple(mask.shape)}")
-    _check_binary(mask, "mask")
+    check_binary(mask, "mask")
     m = mask.bool().cpu().numpy()
     length = int(skeletonize(m).sum())
     if length == 0:
@@ -189,11 +185,11 @@ def auroc(scores: Tensor, events: Tensor, mask: Tensor | None = None) -> float:
     probability that a random event scores higher than a random non-event, ties counting 1/2."""
     if scores.shape != events.shape or (mask is not None and mask.shape != events.shape):
         raise ValueError("scores, events and mask must have the same shape")
-    _check_binary(events, "events")
+    check_binary(events, "events")
     if not torch.isfinite(scores).all():
         raise ValueError("scores contain NaN or Inf values")
     if mask is not None:
-        _check_binary(mask, "mask")
+        check_binary(mask, "mask")
         keep = mask.bool()
         scores, events = scores[keep], events[keep]
     s, e = scores.reshape(-1).double(), events.reshape(-1).bool()

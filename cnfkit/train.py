@@ -54,6 +54,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .profiles import Config, ProfileError
+from .results import phase
 from .utils import remove_stale_temporaries, resolve_device
 
 __all__ = [
@@ -548,9 +549,10 @@ class Trainer:
             return bool(self._stop_requested)
         flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() > 0 and not self._stop_requested:
+        stop = flag.item() > 0
+        if stop and not self._stop_requested:
             self._stop_requested = "a signal on another rank"
-        return flag.item() > 0
+        return stop
 
     def _fit(self) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
@@ -654,8 +656,6 @@ def train_steps(
                       channels_last=channels_last, compile=compile, autocast=autocast)
     trainer = Trainer(model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc,
                       fingerprint=fingerprint)
-    from .results import phase
-
     with phase(timer, "training"):
         history = trainer.fit()
     return history, trainer.wall_time

@@ -21,7 +21,6 @@ and names the file that is wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .store import DatasetError, data_root, mirror_root
+from .store import DatasetError, data_root, mirror_root, sha256sum
 
 __all__ = ["HOW", "RELEASES", "ImageNetArray", "find_release_dir", "load_imagenet"]
 
@@ -184,14 +183,6 @@ def _pack(files: list[Path], base: Path, size: int, release: str, out: Path, pro
             tmp.unlink()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_imagenet(size: int, split: str = "train", release: str = "png", *, root=None, mirror=None, progress: bool = True,
                   expect_count: int | None = None) -> ImageNetArray:
     """One split of downsampled ImageNet as a memory-mapped uint8 array (packed on first use).
@@ -211,7 +202,7 @@ def load_imagenet(size: int, split: str = "train", release: str = "png", *, root
         for p in (out, manifest_path):
             p.unlink(missing_ok=True)
         _pack(files, base, size, release, out, progress)
-        manifest["sha256"] = _sha256(out)
+        manifest["sha256"] = sha256sum(out)
         tmp = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
         os.replace(tmp, manifest_path)

@@ -256,23 +256,9 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
 
 def temperature_sweep(models: dict[str, nn.Module], cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
     """PSNR / SSIM of one CNF sample per image at every temperature of ``cfg.temperatures`` (and the
-    baseline's mode for reference): lower temperatures trade texture for fidelity.  The RRDB features
-    of each image are computed once for all temperatures."""
-    if images is None:
-        images, _ = load_sr_images(name)
-    images = images[: cfg.max_test_images]
-    multiple = 2**cfg.levels
-    pairs = [hr_lr_pair(hr_full) for hr_full in images]
-    lrs, hws = [lr for _, lr in pairs], [tuple(hr.shape[1:]) for hr, _ in pairs]
-    preds = predict_images(models["cnf"], lrs, hws, multiple, tuple(cfg.temperatures), cfg.seed, f"{name}/sweep", cfg.eval_batch)
-    preds[None] = predict_images(models["baseline"], lrs, hws, multiple, (None,), batch=cfg.eval_batch)[None]
-    out: dict[str, Any] = {}
-    for tau in (*cfg.temperatures, None):
-        scores = _Scores()
-        for (hr, _), pred in zip(pairs, preds[tau]):
-            scores.add(pred, hr)
-        out["LL Baseline (mode)" if tau is None else f"CNF tau={tau}"] = scores.summary()
-    return out
+    baseline's mode for reference): lower temperatures trade texture for fidelity.  The sweep of
+    :func:`probabilistic_evaluation` with one sample per image (which returns it as ``temperature_sweep``)."""
+    return probabilistic_evaluation(models, cfg.replace(n_posterior=1), name, images)["temperature_sweep"]
 
 
 def probabilistic_evaluation(models: dict[str, nn.Module], cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
@@ -284,7 +270,9 @@ def probabilistic_evaluation(models: dict[str, nn.Module], cfg: SRConfig, name: 
       input, at every temperature;
     * ``posterior_mean``: PSNR / SSIM of the average of ``cfg.n_posterior`` samples at temperature 1
       (it approximates the minimum-MSE estimate: the fair test of "the CNF beats the baseline on PSNR"),
-      beside one sample at temperature 1 and at ``cfg.tau`` and the baseline's mode.
+      beside one sample at temperature 1 and at ``cfg.tau`` and the baseline's mode;
+    * ``temperature_sweep``: PSNR / SSIM of the first sample of each image at every temperature of
+      ``cfg.temperatures`` and of the baseline's mode (the same samples: no second sampling pass).
 
     The RRDB features of an image are computed once; sample ``j`` of image ``i`` at ``tau`` has its own
     generator, so the numbers do not depend on batching."""
@@ -299,7 +287,7 @@ def probabilistic_evaluation(models: dict[str, nn.Module], cfg: SRConfig, name: 
     taus = tuple(sorted(set(cfg.temperatures) | {1.0, cfg.tau}))
     lr_scores: dict[float, list[float]] = {t: [] for t in taus}
     div: dict[float, list[float]] = {t: [] for t in taus}
-    mean_scores, single = _Scores(), {t: _Scores() for t in (1.0, cfg.tau)}
+    mean_scores, single = _Scores(), {t: _Scores() for t in taus}  # single: the first sample of each image
     base_lr = []
     pairs = [hr_lr_pair(im) for im in images]
     modes = predict_images(base, [lr for _, lr in pairs], [tuple(hr.shape[1:]) for hr, _ in pairs], multiple, (None,), batch=cfg.eval_batch)[None]
@@ -317,20 +305,23 @@ def probabilistic_evaluation(models: dict[str, nn.Module], cfg: SRConfig, name: 
                     lr_scores[tau].append(float(lr_psnr(smp[finite].double(), lr[None].expand(int(finite.sum()), -1, -1, -1).double()).mean()))
                 if int(finite.sum()) >= 2:
                     div[tau].append(pixel_diversity(smp[finite]))
-                if tau in single:
-                    single[tau].add(smp[0], hr)
+                single[tau].add(smp[0], hr)
                 if tau == 1.0:
                     mean_scores.add(smp[finite].mean(0) if finite.any() else smp[0], hr)
     base_scores = _Scores()
     for (hr, _), mode in zip(pairs, modes):
         base_scores.add(mode, hr)
-    key = lambda t: f"CNF tau={t}"
+    def key(t: float) -> str:
+        return f"CNF tau={t}"
+
     return {
         "lr_psnr": {**{key(t): float(np.mean(v)) if v else None for t, v in lr_scores.items()}, "LL Baseline (mode)": float(np.mean(base_lr)),
                     "_note": "dB, capped at 100 (an exact match is infinite)"},
         "diversity": {key(t): float(np.mean(v)) if v else None for t, v in div.items()},
-        "posterior_mean": {f"CNF mean of {n} samples, tau=1.0": mean_scores.summary(), **{f"CNF one sample, tau={t}": s.summary() for t, s in single.items()},
+        "posterior_mean": {f"CNF mean of {n} samples, tau=1.0": mean_scores.summary(),
+                           **{f"CNF one sample, tau={t}": single[t].summary() for t in sorted({1.0, cfg.tau})},
                            "LL Baseline (mode)": base_scores.summary()},
+        "temperature_sweep": {**{key(t): single[t].summary() for t in cfg.temperatures}, "LL Baseline (mode)": base_scores.summary()},
         "_set": name, "_n_images": len(images), "_n_samples": n,
     }
 
