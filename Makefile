@@ -17,7 +17,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export CNFKIT_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export PYTHONHASHSEED := 0
 
-.PHONY: help env test test-fast reproduce smoke notebooks lab bench bench-throughput data clean
+.PHONY: help env test test-fast reproduce smoke notebooks lab book bench bench-throughput data clean
 
 help:
 	@echo "make test                 pytest + nbval on the committed notebooks (creates the environment)"
@@ -25,6 +25,7 @@ help:
 	@echo "make smoke                reproduce with PROFILE=smoke"
 	@echo "make notebooks            re-execute the committed notebooks in place (smoke outputs, what nbval checks)"
 	@echo "make lab                  JupyterLab on notebooks/"
+	@echo "make book [PROFILE=quick] the static site: README, executed notebooks, guide, API reference (build/book/<profile>/)"
 	@echo "make bench                every experiment and phase against the machine's FLOP limit (benchmarks/phases.py)"
 	@echo "make bench-throughput     flow-only train/sample throughput, eager and compiled (benchmarks/throughput.py)"
 	@echo "make data                 verify / download the datasets (python -m cnfkit.data fetch)"
@@ -46,6 +47,8 @@ endif
 
 test: $(STAMP)
 	$(PY) -m ruff check cnfkit tests benchmarks examples notebooks/conftest.py
+	$(PY) -m ruff format --check cnfkit tests benchmarks examples notebooks/conftest.py
+	$(PY) -m mypy cnfkit
 	$(PY) -m pytest -q tests
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		echo "nbval: re-running the committed notebooks (smoke outputs)"; \
@@ -66,6 +69,9 @@ notebooks: $(STAMP)
 
 lab: $(STAMP)
 	$(ENV_DIR)/bin/jupyter lab notebooks/
+
+book: $(STAMP)
+	$(PY) docs/build_book.py --profile $(or $(PROFILE),quick)
 
 bench: $(STAMP)
 	$(PY) benchmarks/phases.py --out results/benchmarks

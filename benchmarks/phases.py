@@ -97,7 +97,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
     """``(fn, description)``: one call of ``fn`` is one unit of the phase.  ``max_batch`` caps the
     batch of the image experiments' train / sample rows and the crops of the SR evaluation unit (a CPU
     cannot hold the full profile's SR batch of 64 at 64x64); the workload text says what ran."""
-    cap = (lambda n: n if max_batch is None else min(n, max_batch))
+    cap = lambda n: n if max_batch is None else min(n, max_batch)
     from cnfkit.utils import row_generators
 
     g = torch.Generator().manual_seed(0)
@@ -121,8 +121,9 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
                 onehot = _onehot(cfg.n_posterior, cfg.label_dim).to(device)
                 return (lambda: model.sample(onehot, generator=g)), f"{desc}; {cfg.n_posterior} posterior samples"
             cpu_model = model.cpu()
-            return (lambda: theory.posterior_metrics("xiao", cpu_model, cfg, torch.Generator().manual_seed(1))), \
-                f"{desc}; posterior metrics (8 labels x {cfg.n_posterior} samples, MMD)"
+            return (
+                lambda: theory.posterior_metrics("xiao", cpu_model, cfg, torch.Generator().manual_seed(1))
+            ), f"{desc}; posterior metrics (8 labels x {cfg.n_posterior} samples, MMD)"
         model = VectorFlow(2, cond_dim=1, blocks=cfg.rot_blocks, hidden=cfg.rot_hidden, layers=3).to(device)
         x, y = rotating_modes(cfg.rot_batch, g)
         desc = f"CNF {cfg.rot_blocks}x3x{cfg.rot_hidden}, batch {cfg.rot_batch}"
@@ -140,23 +141,32 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
         from cnfkit.toy import pad, xiao_flow
 
         cfg = mnist.config(profile)
-        flow = xiao_flow(cfg.latent_dim, cfg.label_dim, cfg.latent_dim, blocks=cfg.flow_blocks, hidden=cfg.flow_hidden,
-                         layers=cfg.flow_layers, label_noise=cfg.label_noise).to(device)
+        flow = xiao_flow(
+            cfg.latent_dim,
+            cfg.label_dim,
+            cfg.latent_dim,
+            blocks=cfg.flow_blocks,
+            hidden=cfg.flow_hidden,
+            layers=cfg.flow_layers,
+            label_noise=cfg.label_noise,
+        ).to(device)
         dim = cfg.latent_dim + cfg.label_dim
         desc = f"Xiao flow on the 20-d latent, {cfg.flow_blocks}x{cfg.flow_layers}x{cfg.flow_hidden}"
         if phase == "train":
             s = torch.randn(cfg.flow_batch, cfg.latent_dim, generator=g).to(device)
             batch = (s, _onehot(cfg.flow_batch, cfg.label_dim).to(device))
-            return _step(flow, lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(), batch,
-                         torch.optim.Adam(flow.parameters(), 1e-4)), f"{desc}, batch {cfg.flow_batch}"
+            return _step(
+                flow, lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(), batch, torch.optim.Adam(flow.parameters(), 1e-4)
+            ), f"{desc}, batch {cfg.flow_batch}"
         flow.eval()
         if phase == "sample":
             onehot = _onehot(200, cfg.label_dim).to(device)
             return (lambda: flow.sample(onehot, temperature=cfg.temperature)), f"{desc}; a 10x20 sample grid"
         s_te = torch.randn(cfg.n_test, cfg.latent_dim, generator=g)
         cpu_flow = flow.cpu()
-        return (lambda: mnist.predict_forward(cpu_flow, s_te, cfg, torch.Generator().manual_seed(1))), \
-            f"{desc}; forward-pass classification of {cfg.n_test} test latents"
+        return (
+            lambda: mnist.predict_forward(cpu_flow, s_te, cfg, torch.Generator().manual_seed(1))
+        ), f"{desc}; forward-pass classification of {cfg.n_test} test latents"
 
     if experiment == "binary_dequantization":
         from cnfkit.experiments import binary_dequantization as bd
@@ -167,8 +177,9 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
         d = y[0].numel()
         desc = f"binary CNF on {cfg.size}x{cfg.size} shapes, hidden {cfg.hidden}"
         if phase == "train":
-            return _step(model, lambda m, b: -m(b[1], b[0]).mean() / d, (x.to(device), y.to(device)),
-                         torch.optim.Adam(model.parameters(), 1e-4)), f"{desc}, batch {cfg.batch}"
+            return _step(
+                model, lambda m, b: -m(b[1], b[0]).mean() / d, (x.to(device), y.to(device)), torch.optim.Adam(model.parameters(), 1e-4)
+            ), f"{desc}, batch {cfg.batch}"
         model.eval()
         xt, yt = bd.binary_shapes(256, cfg.size, g)
         xt, yt = xt.to(device), yt.to(device)
@@ -187,20 +198,22 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
             x = torch.rand(cfg.batch, 3, cfg.crop, cfg.crop, generator=g)
             y = (torch.rand(cfg.batch, 1, cfg.crop, cfg.crop, generator=g) > 0.9).float()
             d = y[0].numel()
-            return _step(model, lambda m, b: -m(b[1], b[0]).mean() / d, (x.to(device), y.to(device)),
-                         torch.optim.Adam(model.parameters(), 1e-4)), f"CNF (binary deq.), batch {cfg.batch} of {cfg.crop}x{cfg.crop}"
+            return _step(
+                model, lambda m, b: -m(b[1], b[0]).mean() / d, (x.to(device), y.to(device)), torch.optim.Adam(model.parameters(), 1e-4)
+            ), f"CNF (binary deq.), batch {cfg.batch} of {cfg.crop}x{cfg.crop}"
         model = drive.build_model("cnf", cfg).to(device).eval()
         img = torch.rand(1, 3, 584, 565, generator=g)
         with torch.no_grad():
             model(torch.zeros(1, 1, 584, 568, device=device), F.pad(img, (0, 3)).to(device))  # initialise
         if phase == "sample":
             feats = model.conditioning(F.pad(img, (0, 3)).to(device))
-            return (lambda: model.sample(None, features=feats, num_samples=cfg.n_samples, size=(584, 568),
-                                         generator=row_generators(0, cfg.n_samples))), \
-                f"CNF, {cfg.n_samples} samples of one 584x568 test image (conditioner shared)"
+            return (
+                lambda: model.sample(None, features=feats, num_samples=cfg.n_samples, size=(584, 568), generator=row_generators(0, cfg.n_samples))
+            ), f"CNF, {cfg.n_samples} samples of one 584x568 test image (conditioner shared)"
         split = DriveSplit(img, (torch.rand(1, 1, 584, 565, generator=g) > 0.9).float(), torch.ones(1, 1, 584, 565), ["synthetic"])
-        return (lambda: drive.evaluate("cnf", model, split, cfg.replace(test_images=1), seed=0)), \
-            f"CNF evaluation of one test image: ELBO, {cfg.n_samples} samples, PR curve"
+        return (
+            lambda: drive.evaluate("cnf", model, split, cfg.replace(test_images=1), seed=0)
+        ), f"CNF evaluation of one test image: ELBO, {cfg.n_samples} samples, PR curve"
 
     if experiment == "sr":
         from cnfkit.experiments import superres as sr
@@ -216,8 +229,9 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
         if phase == "train":
             hr = torch.randint(0, 256, (cfg.batch, 3, size, size), generator=g).float()
             lr = torch.randint(0, 256, (cfg.batch, 3, size // 2, size // 2), generator=g).float()
-            return _step(model, lambda m, b: -m(b[0], b[1]).mean(), (hr.to(device), lr.to(device)),
-                         torch.optim.Adam(model.parameters(), 1e-4)), f"{arch}, batch {cfg.batch} at {size}x{size}"
+            return _step(
+                model, lambda m, b: -m(b[0], b[1]).mean(), (hr.to(device), lr.to(device)), torch.optim.Adam(model.parameters(), 1e-4)
+            ), f"{arch}, batch {cfg.batch} at {size}x{size}"
         model.eval()
         with torch.no_grad():
             model(torch.zeros(2, 3, 32, 32, device=device), torch.zeros(2, 3, 16, 16, device=device))
@@ -226,8 +240,9 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
             return (lambda: model.sample(lr, temperature=cfg.tau)), f"{arch}, {cfg.batch} samples at {size}x{size}"
         img = torch.randint(0, 256, (3, 256, 256), generator=g, dtype=torch.uint8)  # a Set5-sized image
         models = {k: m.to(device).eval() for k, m in models.items()}
-        return (lambda: sr.evaluate_test_set("bench", models, cfg.replace(max_test_images=1), [img], ["synthetic"])), \
-            f"{arch}; Table 2 for one 256x256 image: CNF sample, baseline mode, {cfg.crops_per_image} crop bpd each"
+        return (
+            lambda: sr.evaluate_test_set("bench", models, cfg.replace(max_test_images=1), [img], ["synthetic"])
+        ), f"{arch}; Table 2 for one 256x256 image: CNF sample, baseline mode, {cfg.crops_per_image} crop bpd each"
     raise ValueError(f"unknown experiment {experiment!r}")
 
 
@@ -239,8 +254,9 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_row(experiment: str, phase: str, profile: str, device: str, dtype: str, repeats: int, warmup: int, peak: float,
-            max_batch: int | None = None) -> dict:
+def run_row(
+    experiment: str, phase: str, profile: str, device: str, dtype: str, repeats: int, warmup: int, peak: float, max_batch: int | None = None
+) -> dict:
     """One row, in this process (the parent runs each row in a fresh one)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -263,23 +279,38 @@ def run_row(experiment: str, phase: str, profile: str, device: str, dtype: str, 
     gflop = counter.get_total_flops() / 1e9
     seconds = _time(call, repeats, warmup, dev)
     return {
-        "experiment": experiment, "phase": phase, "profile": profile, "device": device, "dtype": dtype,
-        "seconds": round(seconds, 5), "gflop": round(gflop, 3), "gflops": round(gflop / seconds, 1),
-        "peak_gflops": peak, "ratio_to_limit": round(seconds / (gflop / peak), 2) if gflop > 0 else None,
-        "peak_mem_mb": round(_peak_mem_mb(dev), 1), "workload": workload, "threads": torch.get_num_threads(),
+        "experiment": experiment,
+        "phase": phase,
+        "profile": profile,
+        "device": device,
+        "dtype": dtype,
+        "seconds": round(seconds, 5),
+        "gflop": round(gflop, 3),
+        "gflops": round(gflop / seconds, 1),
+        "peak_gflops": peak,
+        "ratio_to_limit": round(seconds / (gflop / peak), 2) if gflop > 0 else None,
+        "peak_mem_mb": round(_peak_mem_mb(dev), 1),
+        "workload": workload,
+        "threads": torch.get_num_threads(),
     }
 
 
 def markdown(rows: list[dict], peak: dict) -> str:
     head = "| experiment | phase | profile | device | dtype | seconds | GFLOP | GFLOP/s | ratio to limit | peak MB | workload |"
-    lines = [f"Peak measured in the same run: matmul {peak['matmul_gflops']} GFLOP/s, conv3x3 {peak['conv_gflops']} GFLOP/s.", "",
-             head, "|" + "---|" * 11]
+    lines = [
+        f"Peak measured in the same run: matmul {peak['matmul_gflops']} GFLOP/s, conv3x3 {peak['conv_gflops']} GFLOP/s.",
+        "",
+        head,
+        "|" + "---|" * 11,
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['experiment']} | {r['phase']} | {r['profile']} | {r['device']} | {r['dtype']} | failed: {r['error']} |||||")
             continue
-        lines.append(f"| {r['experiment']} | {r['phase']} | {r['profile']} | {r['device']} | {r['dtype']} | {r['seconds']:.4f} | "
-                     f"{r['gflop']:.2f} | {r['gflops']:.1f} | {r['ratio_to_limit']} | {r['peak_mem_mb']:.0f} | {r['workload']} |")
+        lines.append(
+            f"| {r['experiment']} | {r['phase']} | {r['profile']} | {r['device']} | {r['dtype']} | {r['seconds']:.4f} | "
+            f"{r['gflop']:.2f} | {r['gflops']:.1f} | {r['ratio_to_limit']} | {r['peak_mem_mb']:.0f} | {r['workload']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -312,9 +343,18 @@ def main(argv=None) -> int:
             for phase in a.phases:
                 for dt in a.dtypes:
                     full = profile == "full"
-                    cmd = [sys.executable, __file__, "--row", f"{experiment}:{phase}:{profile}:{dt}:{peak[dt]['peak_gflops']}",
-                           "--device", a.device, "--repeats", str(a.repeats_full if full else a.repeats),
-                           "--warmup", str(0 if full else a.warmup)]
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--row",
+                        f"{experiment}:{phase}:{profile}:{dt}:{peak[dt]['peak_gflops']}",
+                        "--device",
+                        a.device,
+                        "--repeats",
+                        str(a.repeats_full if full else a.repeats),
+                        "--warmup",
+                        str(0 if full else a.warmup),
+                    ]
                     max_batch = a.max_batch if a.max_batch is not None else (4 if full and dev.type == "cpu" else None)
                     if max_batch is not None:
                         cmd += ["--max-batch", str(max_batch)]
@@ -324,15 +364,21 @@ def main(argv=None) -> int:
                             raise RuntimeError(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}")
                         row = json.loads(res.stdout.strip().splitlines()[-1])
                     except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
-                        row = {"experiment": experiment, "phase": phase, "profile": profile, "device": a.device, "dtype": dt,
-                               "error": str(exc)[:200]}
+                        row = {"experiment": experiment, "phase": phase, "profile": profile, "device": a.device, "dtype": dt, "error": str(exc)[:200]}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "peak": peak, "repeats": a.repeats, "warmup": a.warmup,
-            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)"}
+    meta = {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "peak": peak,
+        "repeats": a.repeats,
+        "warmup": a.warmup,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+    }
     tag = dev.type
     (out / f"phases_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     (out / f"phases_{tag}.md").write_text(markdown(rows, peak[a.dtypes[0]]))

@@ -29,9 +29,39 @@ import time
 from pathlib import Path
 
 CONFIGS = {
-    "sr32": {"channels": 3, "size": 32, "levels": 2, "steps": 8, "hidden": 512, "cond": 128, "coupling": "affine", "net": "glow", "batch": {"cpu": 16, "cuda": 64}},
-    "sr64": {"channels": 3, "size": 64, "levels": 2, "steps": 8, "hidden": 512, "cond": 128, "coupling": "affine", "net": "glow", "batch": {"cpu": 4, "cuda": 64}},
-    "drive": {"channels": 1, "size": {"cpu": 256, "cuda": 1024}, "levels": 2, "steps": 2, "hidden": 32, "cond": 32, "coupling": "additive", "net": "instance", "batch": {"cpu": 2, "cuda": 2}},
+    "sr32": {
+        "channels": 3,
+        "size": 32,
+        "levels": 2,
+        "steps": 8,
+        "hidden": 512,
+        "cond": 128,
+        "coupling": "affine",
+        "net": "glow",
+        "batch": {"cpu": 16, "cuda": 64},
+    },
+    "sr64": {
+        "channels": 3,
+        "size": 64,
+        "levels": 2,
+        "steps": 8,
+        "hidden": 512,
+        "cond": 128,
+        "coupling": "affine",
+        "net": "glow",
+        "batch": {"cpu": 4, "cuda": 64},
+    },
+    "drive": {
+        "channels": 1,
+        "size": {"cpu": 256, "cuda": 1024},
+        "levels": 2,
+        "steps": 2,
+        "hidden": 32,
+        "cond": 32,
+        "coupling": "additive",
+        "net": "instance",
+        "batch": {"cpu": 2, "cuda": 2},
+    },
 }
 
 
@@ -49,9 +79,7 @@ def run_one(name: str, mode: str, device: str, steps: int, warmup: int) -> dict:
     c = CONFIGS[name]
     size, batch = _pick(c["size"], device), _pick(c["batch"], device)
     dev = torch.device(device)
-    flow = ConditionalFlow(
-        c["channels"], c["levels"], c["steps"], c["hidden"], c["cond"], coupling=c["coupling"], coupling_net=c["net"]
-    ).to(dev)
+    flow = ConditionalFlow(c["channels"], c["levels"], c["steps"], c["hidden"], c["cond"], coupling=c["coupling"], coupling_net=c["net"]).to(dev)
     y = torch.rand(batch, c["channels"], size, size, device=dev)
     x = torch.randn(batch, c["cond"], size // 2, size // 2, device=dev)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-4)
@@ -94,10 +122,18 @@ def run_one(name: str, mode: str, device: str, steps: int, warmup: int) -> dict:
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {
-        "config": name, "mode": mode, "device": device, "image": f"{c['channels']}x{size}x{size}", "batch": batch,
-        "params_m": round(num_parameters(flow) / 1e6, 3), "train_img_s": round(batch / train_s, 2),
-        "sample_img_s": round(batch / sample_s, 2), "train_step_ms": round(1000 * train_s, 1),
-        "warmup_s": round(warm_s, 1), "peak_mem_mb": round(peak_mb), "threads": torch.get_num_threads(),
+        "config": name,
+        "mode": mode,
+        "device": device,
+        "image": f"{c['channels']}x{size}x{size}",
+        "batch": batch,
+        "params_m": round(num_parameters(flow) / 1e6, 3),
+        "train_img_s": round(batch / train_s, 2),
+        "sample_img_s": round(batch / sample_s, 2),
+        "train_step_ms": round(1000 * train_s, 1),
+        "warmup_s": round(warm_s, 1),
+        "peak_mem_mb": round(peak_mb),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -139,7 +175,20 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     tag = "_".join(devices)
     (out / f"throughput_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    cols = ["config", "mode", "device", "image", "batch", "params_m", "train_img_s", "sample_img_s", "train_step_ms", "warmup_s", "peak_mem_mb", "threads"]
+    cols = [
+        "config",
+        "mode",
+        "device",
+        "image",
+        "batch",
+        "params_m",
+        "train_img_s",
+        "sample_img_s",
+        "train_step_ms",
+        "warmup_s",
+        "peak_mem_mb",
+        "threads",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     md = "\n".join(lines)

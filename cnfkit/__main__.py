@@ -20,13 +20,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
 
+from .segmentation import FactoredBernoulli, SegmentationCNF
+from .superres import FactorizedLogisticSR, SRFlow
 from .train import CheckpointError, read_checkpoint
 from .utils import resolve_device, row_generators
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 def _find(folder: Path, prefix: str, sub: str) -> Path:
@@ -35,14 +41,16 @@ def _find(folder: Path, prefix: str, sub: str) -> Path:
         return folder
     hits = sorted(p for p in folder.glob(f"{prefix}-*") if (p / sub).is_file())
     if not hits:
-        raise SystemExit(f"no {prefix} checkpoint ({sub}) under {folder}: train one with make reproduce or "
-                         f"python -m cnfkit.experiments.{'superres' if prefix == 'superres' else 'drive'}")
+        raise SystemExit(
+            f"no {prefix} checkpoint ({sub}) under {folder}: train one with make reproduce or "
+            f"python -m cnfkit.experiments.{'superres' if prefix == 'superres' else 'drive'}"
+        )
     if len(hits) > 1:
         raise SystemExit(f"several {prefix} runs under {folder}: choose one with --checkpoint {hits[0]} (or {', '.join(map(str, hits[1:]))})")
     return hits[0]
 
 
-def _load(path: Path, build, device) -> tuple[torch.nn.Module, dict]:
+def _load(path: Path, build: Callable[[dict[str, Any]], M], device) -> tuple[M, dict[str, Any]]:
     ckpt = read_checkpoint(path, map_location="cpu")
     user = ckpt.get("fingerprints", {}).get("user") or {}
     if "config" not in user:
@@ -78,13 +86,16 @@ def superres(a) -> int:
     run = _find(folder, "superres", f"cnf_{size}/last.pt")
     device = resolve_device(a.device)
 
-    def build(kind):
-        return lambda user: sr.build_models(sr.SRConfig.from_dict(user["config"]))[kind]
+    def build_cnf(user: dict[str, Any]) -> SRFlow:
+        return cast(SRFlow, sr.build_models(sr.SRConfig.from_dict(user["config"]))["cnf"])
 
-    cnf, user = _load(run / f"cnf_{size}" / "last.pt", build("cnf"), device)
+    def build_baseline(user: dict[str, Any]) -> FactorizedLogisticSR:
+        return cast(FactorizedLogisticSR, sr.build_models(sr.SRConfig.from_dict(user["config"]))["baseline"])
+
+    cnf, user = _load(run / f"cnf_{size}" / "last.pt", build_cnf, device)
     base = None
     if (run / f"baseline_{size}" / "last.pt").is_file():
-        base, _ = _load(run / f"baseline_{size}" / "last.pt", build("baseline"), device)
+        base, _ = _load(run / f"baseline_{size}" / "last.pt", build_baseline, device)
     cfg = sr.SRConfig.from_dict(user["config"])
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,13 +128,16 @@ def segment(a) -> int:
     run = _find(folder, "drive", "cnf/seed0/last.pt")
     device = resolve_device(a.device)
 
-    def build(kind):
-        return lambda user: drive.build_model(kind, drive.DriveConfig.from_dict(user["config"]))
+    def build_cnf(user: dict[str, Any]) -> SegmentationCNF:
+        return cast(SegmentationCNF, drive.build_model("cnf", drive.DriveConfig.from_dict(user["config"])))
 
-    cnf, _ = _load(run / "cnf" / "seed0" / "last.pt", build("cnf"), device)
+    def build_factored(user: dict[str, Any]) -> FactoredBernoulli:
+        return cast(FactoredBernoulli, drive.build_model("factored", drive.DriveConfig.from_dict(user["config"])))
+
+    cnf, _ = _load(run / "cnf" / "seed0" / "last.pt", build_cnf, device)
     factored = None
     if (run / "factored" / "seed0" / "last.pt").is_file():
-        factored, _ = _load(run / "factored" / "seed0" / "last.pt", build("factored"), device)
+        factored, _ = _load(run / "factored" / "seed0" / "last.pt", build_factored, device)
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(a.images):
@@ -133,7 +147,7 @@ def segment(a) -> int:
         with torch.no_grad():
             feats = cnf.conditioning(x)
             gens = row_generators(a.seed, [(i, j) for j in range(a.samples)], "apply")
-            maps = cnf.sample(None, generator=gens, features=feats, num_samples=a.samples, size=tuple(x.shape[-2:]))
+            maps = cnf.sample(None, generator=gens, features=feats, num_samples=a.samples, size=(x.shape[-2], x.shape[-1]))
         maps = crop_to(maps, size)
         stem = Path(path).stem
         for j, m in enumerate(maps):

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .flows import ConditionalFlow, VectorFlow
 from .utils import rand
 
 __all__ = ["BinaryDequantizer", "SqueezeContext", "UniformDequantizer", "VariationalDequantizer", "check_binary"]
@@ -105,7 +106,9 @@ class UniformDequantizer(nn.Module):
 
 
 class _FlowDequantizer(nn.Module):
-    def __init__(self, noise_flow: nn.Module) -> None:
+    noise_flow: ConditionalFlow | VectorFlow
+
+    def __init__(self, noise_flow: ConditionalFlow | VectorFlow) -> None:
         super().__init__()
         self.noise_flow = noise_flow
 
@@ -116,15 +119,15 @@ class _FlowDequantizer(nn.Module):
 
     def _rsample(self, y: Tensor, h: Tensor | None, generator=None) -> tuple[Tensor, Tensor]:
         ctx = self._context(y, h)
-        if ctx.dim() == 4:
-            return self.noise_flow.rsample(ctx, size=tuple(y.shape[-2:]), generator=generator)
-        return self.noise_flow.rsample(ctx, generator=generator)
+        if isinstance(self.noise_flow, VectorFlow):
+            return self.noise_flow.rsample(ctx, generator=generator)
+        return self.noise_flow.rsample(ctx, size=(y.shape[-2], y.shape[-1]), generator=generator)
 
 
 class VariationalDequantizer(_FlowDequantizer):
     """Flow++ (Ho et al. 2019): ``v = (y + sigmoid(s)) / n_bins``, ``s ~ q(s | y, h)``."""
 
-    def __init__(self, noise_flow: nn.Module, n_bins: int = 256) -> None:
+    def __init__(self, noise_flow: ConditionalFlow | VectorFlow, n_bins: int = 256) -> None:
         super().__init__(noise_flow)
         self.n_bins = n_bins
 
@@ -154,7 +157,7 @@ class BinaryDequantizer(_FlowDequantizer):
     sigmoid).  ``eps`` keeps ``v`` strictly on its side of 0.5 even when softplus underflows.
     """
 
-    def __init__(self, noise_flow: nn.Module, eps: float = 1e-6) -> None:
+    def __init__(self, noise_flow: ConditionalFlow | VectorFlow, eps: float = 1e-6) -> None:
         super().__init__(noise_flow)
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
-from typing import ClassVar
+from typing import ClassVar, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from . import nets
 from .layers import (
     ActNorm,
     AffineCoupling,
+    Bijection,
     FlowSequential,
     NetFactory,
     Permutation,
@@ -60,8 +61,7 @@ def check_data(y: Tensor, module: nn.Module, name: str = "y") -> None:
     dtype = _param_dtype(module)
     if dtype is not None and y.dtype != dtype and not torch.is_autocast_enabled(y.device.type):
         raise TypeError(
-            f"{name} is {y.dtype} but the model's parameters are {dtype}: convert one of them "
-            f"(e.g. {name}.to({dtype}) or model.to({y.dtype}))"
+            f"{name} is {y.dtype} but the model's parameters are {dtype}: convert one of them (e.g. {name}.to({dtype}) or model.to({y.dtype}))"
         )
     if y.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {tuple(y.shape)}): nothing to score")
@@ -150,9 +150,7 @@ class ConditionalFlow(nn.Module):
     ) -> None:
         super().__init__()
         if levels < 1 or steps < 1 or hidden < 1 or in_channels < 1:
-            raise ValueError(
-                f"levels, steps, hidden and in_channels must be positive, got {levels}, {steps}, {hidden}, {in_channels}"
-            )
+            raise ValueError(f"levels, steps, hidden and in_channels must be positive, got {levels}, {steps}, {hidden}, {in_channels}")
         cond = [cond_channels] * levels if isinstance(cond_channels, int) else list(cond_channels)
         if len(cond) != levels or any(c < 0 for c in cond):
             raise ValueError(f"cond_channels must be a non-negative int or {levels} of them, got {cond_channels}")
@@ -169,10 +167,7 @@ class ConditionalFlow(nn.Module):
         c = in_channels
         for lvl in range(levels):
             c *= 4
-            steps_ = [
-                flow_step(c, net_fn, cond[lvl], coupling=coupling, lu=lu, actnorm=actnorm, scale=scale)
-                for _ in range(steps)
-            ]
+            steps_ = [flow_step(c, net_fn, cond[lvl], coupling=coupling, lu=lu, actnorm=actnorm, scale=scale) for _ in range(steps)]
             self.levels.append(FlowSequential(Squeeze(), *steps_))
             if lvl < levels - 1:
                 split = SplitPrior(c, cond[lvl], prior_net)
@@ -205,8 +200,7 @@ class ConditionalFlow(nn.Module):
         for lvl, (f, c) in enumerate(zip(hs, self.cond_channels)):
             if f.dim() != 4 or f.shape[1] != c or (batch is not None and f.shape[0] != batch):
                 raise ValueError(
-                    f"conditioning features for level {lvl + 1} must have shape [{batch if batch else 'B'}, {c}, h, w],"
-                    f" got {tuple(f.shape)}"
+                    f"conditioning features for level {lvl + 1} must have shape [{batch if batch else 'B'}, {c}, h, w], got {tuple(f.shape)}"
                 )
             s = 2 ** (lvl + 1)
             h = resize_features(f, (size[0] // s, size[1] // s))
@@ -249,7 +243,7 @@ class ConditionalFlow(nn.Module):
         """The bijection ``y -> (z_1, ..., z_L)`` and its ``log|det dz/dy|`` per sample."""
         self._check_y(y)
         with actnorm_init_guard(self):
-            zs, logdet, _ = self._run(y, self.features(x, y.shape[-2:], y.shape[0]))
+            zs, logdet, _ = self._run(y, self.features(x, (y.shape[-2], y.shape[-1]), y.shape[0]))
         return zs, logdet
 
     def decode(
@@ -270,14 +264,14 @@ class ConditionalFlow(nn.Module):
         return self._decode(top, list(zs[:-1]), self.features(x, size, top.shape[0]), temperature, generator)
 
     def _decode(self, z, z_outs, hs, temperature, generator, with_log_prob: bool = False):
-        log_prob = self.top_prior.log_prob(z, hs[-1]) if with_log_prob else None
+        log_prob = self.top_prior.log_prob(z, hs[-1]) if with_log_prob else z.new_zeros(z.shape[0])
         for lvl in reversed(range(self.num_levels)):
             if lvl < self.num_levels - 1:
-                split = self.splits[lvl]
+                split = cast(SplitPrior, self.splits[lvl])
                 z = split.join(z, hs[lvl], z_outs[lvl], temperature, generator)
                 if with_log_prob:
                     log_prob = log_prob + split(z, hs[lvl])[2]
-            z, ld = self.levels[lvl].inverse(z, hs[lvl])
+            z, ld = cast(FlowSequential, self.levels[lvl]).inverse(z, hs[lvl])
             if with_log_prob:
                 log_prob = log_prob - ld  # log q(y) = log p(z) - log|det dy/dz|
         return (z, log_prob) if with_log_prob else z
@@ -287,10 +281,18 @@ class ConditionalFlow(nn.Module):
         """``log p(y | x)`` in nats, one value per sample."""
         self._check_y(y)
         with actnorm_init_guard(self):
-            _, logdet, log_prior = self._run(y, self.features(x, y.shape[-2:], y.shape[0]))
+            _, logdet, log_prior = self._run(y, self.features(x, (y.shape[-2], y.shape[-1]), y.shape[0]))
         return log_prior + logdet
 
     forward = log_prob
+
+    def given(
+        self, x: Tensor | None = None, *, size: tuple[int, int] | None = None, batch: int | None = None, validate_args: bool | None = None
+    ) -> FlowDistribution:
+        """``p(y | x)`` as a :class:`torch.distributions.Distribution` (:class:`FlowDistribution`): batch shape = rows
+        of ``x``, event shape = one image.  ``size``: the output ``(H, W)``; by default twice the spatial size of the
+        first conditioning feature map (computed once here).  Unconditional flows: ``size`` and ``batch`` rows."""
+        return _given_conditional(self, x, size=size, batch=batch, validate_args=validate_args)
 
     def bits_per_dim(self, y: Tensor, x: Tensor | None = None, n_bins: int | None = None) -> Tensor:
         """Bits per dimension of ``y``; see :func:`cnfkit.metrics.bits_per_dim` for ``n_bins``."""
@@ -370,6 +372,14 @@ class ConditionalFlow(nn.Module):
         return self._sample(x, num_samples=num_samples, size=size, temperature=1.0, generator=generator, with_log_prob=True)
 
 
+class VectorPrior(Protocol):
+    """What :class:`VectorFlow` needs of its base distribution (an ``nn.Module``, e.g. :class:`~cnfkit.priors.DiagonalGaussian`)."""
+
+    def log_prob(self, z: Tensor, context: Tensor | None, /) -> Tensor: ...
+
+    def sample(self, shape: tuple[int, ...], context: Tensor | None, temperature: float, generator: torch.Generator | None, /) -> Tensor: ...
+
+
 class VectorFlow(nn.Module):
     """A (conditional) flow on vectors ``y in R^D`` for low-dimensional problems.
 
@@ -394,7 +404,7 @@ class VectorFlow(nn.Module):
         scale: str = "soft_exp",
         actnorm: bool = False,
         conditional_prior: bool = True,
-        prior: nn.Module | None = None,
+        prior: VectorPrior | None = None,
         condition_couplings: bool = True,
         permutation_seed: int = 0,
     ) -> None:
@@ -408,7 +418,7 @@ class VectorFlow(nn.Module):
         g = torch.Generator().manual_seed(permutation_seed)
         self._couplings_use_context = cond_dim > 0 and condition_couplings
         coupling_cond = cond_dim if self._couplings_use_context else 0
-        mods = []
+        mods: list[Bijection] = []
         for _ in range(blocks):
             if actnorm:
                 mods.append(ActNorm(dim))
@@ -416,6 +426,7 @@ class VectorFlow(nn.Module):
             mods.append(AffineCoupling(dim, net_fn, coupling_cond, parity=1, scale=scale))
             mods.append(Permutation(dim, generator=g))
         self.transform = FlowSequential(*mods)
+        self.prior: VectorPrior
         if prior is not None:
             self.prior = prior
         elif cond_dim > 0 and conditional_prior:
@@ -466,6 +477,11 @@ class VectorFlow(nn.Module):
 
     forward = log_prob
 
+    def given(self, x: Tensor | None = None, *, batch: int | None = None, validate_args: bool | None = None) -> FlowDistribution:
+        """``p(y | x)`` as a :class:`torch.distributions.Distribution` (:class:`FlowDistribution`): batch shape = rows
+        of ``x``, event shape = ``(dim,)``.  Unconditional flows: ``batch`` rows."""
+        return _given_vector(self, x, batch=batch, validate_args=validate_args)
+
     @torch.no_grad()
     def sample(
         self,
@@ -480,9 +496,7 @@ class VectorFlow(nn.Module):
         unconditional samples.  ``temperature`` must be finite and >= 0."""
         return self._sample(x, num_samples, check_temperature(temperature), generator)[0]
 
-    def rsample(
-        self, x: Tensor | None = None, *, num_samples: int | None = None, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def rsample(self, x: Tensor | None = None, *, num_samples: int | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Reparameterised samples and their exact ``log p(y | x)`` (gradients flow through both)."""
         return self._sample(x, num_samples, 1.0, generator)
 
@@ -503,7 +517,6 @@ class VectorFlow(nn.Module):
         return y, self.prior.log_prob(z, prior_h) - ld
 
 
-
 class FlowDistribution(torch.distributions.Distribution):
     """``flow.given(x)``: a conditional flow at fixed conditioning input, as a :class:`torch.distributions.Distribution`.
 
@@ -518,7 +531,9 @@ class FlowDistribution(torch.distributions.Distribution):
     support = torch.distributions.constraints.independent(torch.distributions.constraints.real, 1)
     has_rsample = True
 
-    def __init__(self, flow: nn.Module, x: Tensor | None, event_shape: tuple[int, ...], batch: int, validate_args: bool | None = None) -> None:
+    def __init__(
+        self, flow: ConditionalFlow | VectorFlow, x: Tensor | None, event_shape: tuple[int, ...], batch: int, validate_args: bool | None = None
+    ) -> None:
         self.flow, self.x = flow, x
         self.support = torch.distributions.constraints.independent(torch.distributions.constraints.real, len(event_shape))
         super().__init__(torch.Size([batch]), torch.Size(event_shape), validate_args=validate_args)
@@ -538,27 +553,36 @@ class FlowDistribution(torch.distributions.Distribution):
         flat = value.reshape(n * self.batch_shape[0], *self.event_shape)
         return self.flow.log_prob(flat, self._flat_x(n)).reshape(*sample_shape, *self.batch_shape)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
         sample_shape = torch.Size(sample_shape)
         n = max(1, math.prod(sample_shape))
         b = self.batch_shape[0]
         if isinstance(self.flow, ConditionalFlow):
             size = tuple(self.event_shape[-2:])
-            y = self.flow._sample(self.x, num_samples=n, size=size, temperature=1.0, generator=None, with_log_prob=True)[0] \
-                if self.x is not None else self.flow._sample(None, num_samples=n * b, size=size, temperature=1.0, generator=None, with_log_prob=True)[0]
+            y = (
+                self.flow._sample(self.x, num_samples=n, size=size, temperature=1.0, generator=None, with_log_prob=True)[0]
+                if self.x is not None
+                else self.flow._sample(None, num_samples=n * b, size=size, temperature=1.0, generator=None, with_log_prob=True)[0]
+            )
         else:
             y = self.flow._sample(self.x, n if self.x is not None else n * b, 1.0, None)[0]
         # rows come out grouped per row of x (i*n + j): bring the sample dimension first
         y = y.reshape(b, n, *self.event_shape).transpose(0, 1)
         return y.reshape(*sample_shape, b, *self.event_shape)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
 
-def _given_conditional(self: ConditionalFlow, x: Tensor | None = None, *, size: tuple[int, int] | None = None, batch: int | None = None,
-                       validate_args: bool | None = None) -> FlowDistribution:
+def _given_conditional(
+    self: ConditionalFlow,
+    x: Tensor | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    batch: int | None = None,
+    validate_args: bool | None = None,
+) -> FlowDistribution:
     """``p(y | x)`` as a :class:`FlowDistribution` (see there).  ``size``: the output ``(H, W)``; by default twice the
     spatial size of the first conditioning feature map (computed once here).  Unconditional flows: ``batch`` rows."""
     if x is None:
@@ -569,17 +593,19 @@ def _given_conditional(self: ConditionalFlow, x: Tensor | None = None, *, size: 
         batch = x.shape[0]
         if size is None:
             hs = self.conditioning(x)
+            if hs is None:
+                raise ValueError("this flow has no conditioner: give size=(H, W)")
             size = (2 * hs[0].shape[-2], 2 * hs[0].shape[-1])
     return FlowDistribution(self, x, (self.in_channels, *size), batch, validate_args)
 
 
 def _given_vector(self: VectorFlow, x: Tensor | None = None, *, batch: int | None = None, validate_args: bool | None = None) -> FlowDistribution:
     """``p(y | x)`` as a :class:`FlowDistribution` (see there); unconditional flows: ``batch`` rows."""
-    if x is None and batch is None:
+    if x is not None:
+        batch = x.shape[0]
+    elif batch is None:
         raise ValueError("an unconditional flow needs batch=n for given()")
-    return FlowDistribution(self, x, (self.dim,), x.shape[0] if x is not None else batch, validate_args)
+    return FlowDistribution(self, x, (self.dim,), batch, validate_args)
 
 
-ConditionalFlow.given = _given_conditional
-VectorFlow.given = _given_vector
 __all__ += ["FlowDistribution"]

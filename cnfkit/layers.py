@@ -28,6 +28,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -63,9 +64,7 @@ def _spatial_size(t: Tensor) -> int:
 
 def _check_channels(t: Tensor, channels: int, name: str, layer: nn.Module) -> None:
     if t.dim() < 2 or t.shape[1] != channels:
-        raise ValueError(
-            f"{type(layer).__name__} expects {name} of shape [B, {channels}, ...], got {tuple(t.shape)}"
-        )
+        raise ValueError(f"{type(layer).__name__} expects {name} of shape [B, {channels}, ...], got {tuple(t.shape)}")
 
 
 class Bijection(nn.Module):
@@ -93,6 +92,10 @@ class FlowSequential(Bijection):
     def __len__(self) -> int:
         return len(self.layers)
 
+    def bijections(self) -> list[Bijection]:
+        """The layers, in order (typed: ``nn.ModuleList`` items are plain modules to a type checker)."""
+        return [cast(Bijection, layer) for layer in self.layers]
+
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         logdet = y.new_zeros(y.shape[0])
         for layer in self.layers:
@@ -102,7 +105,7 @@ class FlowSequential(Bijection):
 
     def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         logdet = z.new_zeros(z.shape[0])
-        for layer in reversed(self.layers):
+        for layer in reversed(self.bijections()):
             z, ld = layer.inverse(z, cond)
             logdet = logdet + ld
         return z, logdet
@@ -117,6 +120,7 @@ class ActNorm(Bijection):
     is never re-initialised.  A Python-side copy of the flag avoids a device sync on every call.
     """
 
+    initialized: Tensor
     min_std = 1e-5  # a channel whose batch std is below min_std * (1 + |mean|) counts as constant
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
@@ -130,7 +134,7 @@ class ActNorm(Bijection):
         self.register_load_state_dict_post_hook(ActNorm._sync_flag_after_load)
 
     @staticmethod
-    def _sync_flag_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    def _sync_flag_after_load(module: ActNorm, incompatible_keys: object) -> None:
         module._is_initialized = bool(module.initialized)
 
     def _view(self, p: Tensor, like: Tensor) -> Tensor:
@@ -242,6 +246,11 @@ class InvConv1x1LU(Bijection):
     ``log|det W| = sum(log_s)``: no determinant is ever computed.
     """
 
+    perm: Tensor
+    sign_s: Tensor
+    lower_mask: Tensor
+    eye: Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.channels = channels
@@ -299,9 +308,7 @@ class Squeeze(Bijection):
     def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         f = self.factor
         if z.dim() != 4 or z.shape[1] % (f * f):
-            raise ValueError(
-                f"Squeeze.inverse expects [B, C, H, W] with C divisible by {f * f}, got {tuple(z.shape)}"
-            )
+            raise ValueError(f"Squeeze.inverse expects [B, C, H, W] with C divisible by {f * f}, got {tuple(z.shape)}")
         b, c, h, w = z.shape
         y = z.reshape(b, c // (f * f), f, f, h, w).permute(0, 1, 4, 2, 5, 3)
         return y.reshape(b, c // (f * f), h * f, w * f), z.new_zeros(b)
@@ -309,6 +316,9 @@ class Squeeze(Bijection):
 
 class Permutation(Bijection):
     """A fixed random permutation of the channel (feature) dimension; logdet 0."""
+
+    perm: Tensor
+    inv_perm: Tensor
 
     def __init__(self, channels: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -354,9 +364,7 @@ NetFactory = Callable[[int, int], nn.Module]
 class _Coupling(Bijection):
     """Shared machinery: split channels, run the network on [passive half, cond]."""
 
-    def __init__(
-        self, channels: int, net_fn: NetFactory, out_per_channel: int, cond_channels: int = 0, parity: int = 0
-    ) -> None:
+    def __init__(self, channels: int, net_fn: NetFactory, out_per_channel: int, cond_channels: int = 0, parity: int = 0) -> None:
         super().__init__()
         if channels < 2:
             raise ValueError(f"a coupling needs at least 2 channels, got {channels}")
@@ -373,7 +381,7 @@ class _Coupling(Bijection):
         self.net = net_fn(n_passive + cond_channels, out_per_channel * self.n_active)
 
     def _split(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        a, b = torch.split(t, self.split_sizes, dim=1)
+        a, b = torch.split(t, list(self.split_sizes), dim=1)
         return (a, b) if self.parity == 0 else (b, a)
 
     def _merge(self, active: Tensor, passive: Tensor) -> Tensor:
@@ -485,7 +493,6 @@ def flow_step(
     else:
         raise ValueError(f"unknown coupling {coupling!r}; choose 'affine' or 'additive'")
     return FlowSequential(*layers)
-
 
 
 def _actnorms(module: nn.Module) -> list[ActNorm]:

@@ -8,6 +8,7 @@ is close to the identity and a fresh prior is a standard normal (Glow).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -35,17 +36,17 @@ class Shared(NamedTuple):
         return self.features.repeat_interleave(self.repeats, dim=0)
 
 
-def _first_layer_split(layer: nn.Module, x: Tensor | None, ctx: Tensor) -> tuple[Tensor | None, Tensor]:
+def _first_layer_split(layer: nn.Conv2d | nn.Linear, x: Tensor | None, ctx: Tensor) -> tuple[Tensor | None, Tensor]:
     """``layer(cat([x, ctx]))`` as ``(part from x incl. bias, part from ctx)``: exact for a linear layer."""
     n_x = 0 if x is None else x.shape[1]
     w = layer.weight
     if isinstance(layer, nn.Conv2d):
         conv = partial(F.conv2d, stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
         from_ctx = conv(ctx, w[:, n_x:], None if n_x else layer.bias)
-        from_x = conv(x, w[:, :n_x], layer.bias) if n_x else None
+        from_x = conv(x, w[:, :n_x], layer.bias) if x is not None and n_x else None
     else:
         from_ctx = F.linear(ctx, w[:, n_x:], None if n_x else layer.bias)
-        from_x = F.linear(x, w[:, :n_x], layer.bias) if n_x else None
+        from_x = F.linear(x, w[:, :n_x], layer.bias) if x is not None and n_x else None
     return from_x, from_ctx
 
 
@@ -72,8 +73,9 @@ def run_with_context(net: nn.Module, x: Tensor | None, context: Tensor | Shared 
         raise ValueError(f"shared conditioning for {context.rows} rows, got an input with {x.shape[0]}")
     if x is None and not _splittable(net):
         return net(context.features).repeat_interleave(context.repeats, dim=0)  # the output depends on the context only
-    if not _splittable(net):
+    if x is not None and not _splittable(net):
         return net(torch.cat([x, context.materialize()], dim=1))
+    assert isinstance(net, nn.Sequential) and isinstance(net[0], (nn.Conv2d, nn.Linear))  # what _splittable checked
     from_x, from_ctx = _first_layer_split(net[0], x, context.features)
     if from_x is None:
         h = from_ctx.repeat_interleave(context.repeats, dim=0)
@@ -89,6 +91,7 @@ class ZeroConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
         nn.init.zeros_(self.weight)
+        assert self.bias is not None  # built with bias=True
         nn.init.zeros_(self.bias)
 
 
@@ -134,7 +137,7 @@ def mlp(in_features: int, out_features: int, hidden: int = 512, layers: int = 3)
     return nn.Sequential(*mods)
 
 
-_NETS = {"glow": glow_net, "instance": instance_net, "mlp": mlp}
+_NETS: dict[str, Callable[..., nn.Sequential]] = {"glow": glow_net, "instance": instance_net, "mlp": mlp}
 
 
 def net_factory(kind: str, **kwargs: int):

@@ -52,6 +52,7 @@ class DiagonalGaussian(nn.Module):
         super().__init__()
         self.channels = channels
         self.context_channels = context_channels
+        self.net: nn.Module | None
         if context_channels > 0:
             if net_fn is None:
                 raise ValueError("a conditional DiagonalGaussian needs net_fn")
@@ -69,16 +70,12 @@ class DiagonalGaussian(nn.Module):
             p = self.bias.view((1, -1) + (1,) * (len(like_shape) - 2))
         else:
             if context is None:
-                raise ValueError(
-                    f"this prior is conditional (context_channels={self.context_channels}) but got no context"
-                )
+                raise ValueError(f"this prior is conditional (context_channels={self.context_channels}) but got no context")
             x, ctx = context if isinstance(context, tuple) and not isinstance(context, Shared) else (None, context)
             feats = ctx.features if isinstance(ctx, Shared) else ctx
             channels = feats.shape[1] + (0 if x is None else x.shape[1])
             if channels != self.context_channels:
-                raise ValueError(
-                    f"prior context must have {self.context_channels} channels, got {channels} (shape {tuple(feats.shape)})"
-                )
+                raise ValueError(f"prior context must have {self.context_channels} channels, got {channels} (shape {tuple(feats.shape)})")
             p = run_with_context(self.net, x, ctx).to(self._dtype())  # float32 log-densities even under autocast
         mean, log_std = p.chunk(2, dim=1)
         return mean, log_std
@@ -136,7 +133,7 @@ class SplitPrior(nn.Module):
     def forward(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         if z.shape[1] != self.channels:
             raise ValueError(f"SplitPrior expects {self.channels} channels, got shape {tuple(z.shape)}")
-        z_keep, z_out = torch.split(z, (self.keep_channels, self.out_channels), dim=1)
+        z_keep, z_out = torch.split(z, [self.keep_channels, self.out_channels], dim=1)
         return z_keep, z_out, self.prior.log_prob(z_out, self._context(z_keep, cond))
 
     def join(

@@ -57,13 +57,12 @@ def _reliability(conf: Tensor, correct: Tensor, n_bins: int) -> dict:
     freq = torch.bincount(idx, weights=correct, minlength=n_bins) / count.clamp_min(1)
     ece = float(((count / conf.numel()) * (freq - mean_conf).abs()).sum())
     keep = count > 0
-    return {"ece": ece, "bins": {"confidence": mean_conf[keep].tolist(), "frequency": freq[keep].tolist(),
-                                 "count": count[keep].long().tolist()}}
+    return {"ece": ece, "bins": {"confidence": mean_conf[keep].tolist(), "frequency": freq[keep].tolist(), "count": count[keep].long().tolist()}}
 
 
 def binary_calibration(probs: Tensor, target: Tensor, mask: Tensor | None = None, n_bins: int = 15) -> dict:
     """Reliability of per-pixel probabilities ``P(y = 1)``: pixels binned by predicted probability; per
-    bin the mean prediction against the observed frequency of 1s; ECE = sum_b (n_b / N) |freq_b - conf_b|.
+    bin the mean prediction against the observed frequency of 1s; ECE = ``sum_b (n_b / N) * abs(freq_b - conf_b)``.
 
     A perfectly calibrated predictor has ECE ~ 0 (up to sampling noise); predicting 0.5 everywhere for
     a 10% foreground has ECE 0.4."""

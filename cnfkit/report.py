@@ -43,12 +43,20 @@ def _wall(doc: dict[str, Any]) -> str:
     return f"{doc['provenance']['wall_time_s'] / 60:.1f} min on {doc['provenance']['device']}"
 
 
+def sr_set_label(ds: str, res: dict[str, Any]) -> str:
+    """``"BSD100 (first 20 of 100 images)"`` when a profile evaluates part of a test set, else the set's name."""
+    n, available = res.get("_n_images"), res.get("_n_available")
+    return f"{ds} (first {n} of {available} images)" if n is not None and available is not None and n < available else ds
+
+
 def _sr_sample_note(doc: dict[str, Any]) -> str:
     """Which samples Table 2's CNF PSNR/SSIM are over: the temperature and any left out as non-finite."""
     tau = doc.get("config", {}).get("tau")
     counts = [f"{ds} {res.get('CNF', {}).get('non_finite_predictions', 0)}/{res.get('_n_images', '?')}" for ds, res in doc["table2"].items()]
-    return (f"\n\nCNF PSNR/SSIM are of one sample per image at temperature {tau}; images whose sample had non-finite pixels "
-            f"(left out of the means): {', '.join(counts)}.")
+    return (
+        f"\n\nCNF PSNR/SSIM are of one sample per image at temperature {tau}; images whose sample had non-finite pixels "
+        f"(left out of the means): {', '.join(counts)}."
+    )
 
 
 def render(profile: str, root: Path = ROOT) -> str:
@@ -57,10 +65,19 @@ def render(profile: str, root: Path = ROOT) -> str:
     parts: list[str] = []
     if doc := _load(folder, "theory"):
         g = doc["gmm"]
-        names = [("xiao", "Xiao et al., single loss"), ("inn_full", "INN, 4 losses (Fig 5.2a)"),
-                 ("inn_forward_only", "INN, forward losses only (5.2b)"), ("inn_fast_ramp", "INN, faster ramp (5.2c)"),
-                 ("cnf", "CNF p(x|label), Bayes' rule"), ("true_posterior", "exact posterior samples")]
-        rows = [[label, g[k].get("accuracy"), g[k]["posterior_mmd"], g[k]["posterior_true_logp"], g[k].get("train_time_s")] for k, label in names if k in g]
+        names = [
+            ("xiao", "Xiao et al., single loss"),
+            ("inn_full", "INN, 4 losses (Fig 5.2a)"),
+            ("inn_forward_only", "INN, forward losses only (5.2b)"),
+            ("inn_fast_ramp", "INN, faster ramp (5.2c)"),
+            ("cnf", "CNF p(x|label), Bayes' rule"),
+            ("true_posterior", "exact posterior samples"),
+        ]
+        rows = [
+            [label, g[k].get("accuracy"), g[k]["posterior_mmd"], g[k]["posterior_true_logp"], g[k].get("train_time_s")]
+            for k, label in names
+            if k in g
+        ]
         r = doc["rotating"]
         parts.append(
             f"**Xiao et al. sec. 5.1, 8-mode inverse problem** ({tag}; the paper reports figures only; {_wall(doc)}):\n\n"
@@ -71,14 +88,21 @@ def render(profile: str, root: Path = ROOT) -> str:
     if doc := _load(folder, "mnist"):
         paper = paper_numbers("xiao_table1_accuracy")
         rows = [[n, paper[n], d["accuracy_forward_pass"], d["accuracy_cnf_bayes"]] for n, d in doc["datasets"].items()]
-        parts.append(f"**Xiao et al. Table 1, classification by the forward pass** ({_wall(doc)}):\n\n"
-                     + markdown_table(["dataset", "paper", f"{tag} forward pass", f"{tag} CNF + Bayes' rule"], rows, 4))
+        parts.append(
+            f"**Xiao et al. Table 1, classification by the forward pass** ({_wall(doc)}):\n\n"
+            + markdown_table(["dataset", "paper", f"{tag} forward pass", f"{tag} CNF + Bayes' rule"], rows, 4)
+        )
     if doc := _load(folder, "binary_dequantization"):
         m = doc["images"]
-        rows = [["CNF, binary dequantization", m["cnf"]["test_bpd"]], ["CNF, uniform dequantization", m["cnf_uniform"]["test_bpd"]],
-                ["factored Bernoulli", m["factored"]["test_bpd"]]]
-        parts.append(f"**Binary vs uniform dequantization, synthetic binary images** (test bits/dim, {_wall(doc)}):\n\n"
-                     + markdown_table(["model", f"{tag} bpd"], rows, 4))
+        rows = [
+            ["CNF, binary dequantization", m["cnf"]["test_bpd"]],
+            ["CNF, uniform dequantization", m["cnf_uniform"]["test_bpd"]],
+            ["factored Bernoulli", m["factored"]["test_bpd"]],
+        ]
+        parts.append(
+            f"**Binary vs uniform dequantization, synthetic binary images** (test bits/dim, {_wall(doc)}):\n\n"
+            + markdown_table(["model", f"{tag} bpd"], rows, 4)
+        )
     if doc := _load(folder, "super_resolution"):
         p1 = paper_numbers("winkler_table1_bpd")
         which = lambda k: "ImageNet32" if ("32x32" in k or "ImageNet32" in k) else "ImageNet64"
@@ -88,28 +112,72 @@ def render(profile: str, root: Path = ROOT) -> str:
         for ds, res in doc["table2"].items():
             for model in ("Bicubic", "LL Baseline", "CNF"):
                 r = res.get(model, {})
-                rows2.append([ds, model, p2[ds][model].get("bpd"), r.get("bpd"), p2[ds][model]["psnr"], r.get("psnr"), p2[ds][model]["ssim"], r.get("ssim")])
-        parts.append(f"**Winkler et al. Table 1, super-resolution bits/dim** ({_wall(doc)}; ours on the stated stand-in):\n\n"
-                     + markdown_table(["data", "paper CNF", f"{tag} CNF", "paper factorized", f"{tag} factorized"], rows, 3)
-                     + "\n\n**Winkler et al. Table 2** (bpd on random 128x128 crops; PSNR/SSIM on Y, 2-pixel border):\n\n"
-                     + markdown_table(["set", "model", "paper bpd", f"{tag} bpd", "paper PSNR", f"{tag} PSNR", "paper SSIM", f"{tag} SSIM"], rows2, 3)
-                     + _sr_sample_note(doc))
+                rows2.append(
+                    [
+                        sr_set_label(ds, res),
+                        model,
+                        p2[ds][model].get("bpd"),
+                        r.get("bpd"),
+                        p2[ds][model]["psnr"],
+                        r.get("psnr"),
+                        p2[ds][model]["ssim"],
+                        r.get("ssim"),
+                    ]
+                )
+        parts.append(
+            f"**Winkler et al. Table 1, super-resolution bits/dim** ({_wall(doc)}; ours on the stated stand-in):\n\n"
+            + markdown_table(["data", "paper CNF", f"{tag} CNF", "paper factorized", f"{tag} factorized"], rows, 3)
+            + "\n\n**Winkler et al. Table 2** (bpd on random 128x128 crops; PSNR/SSIM on Y, 2-pixel border):\n\n"
+            + markdown_table(["set", "model", "paper bpd", f"{tag} bpd", "paper PSNR", f"{tag} PSNR", "paper SSIM", f"{tag} SSIM"], rows2, 3)
+            + _sr_sample_note(doc)
+        )
     if doc := _load(folder, "drive"):
         paper = paper_numbers("winkler_table3_drive")
         s = doc["summary"]
-        rows = [[key, paper[key]["bpd"], f"{s[k]['bpd']:.4f} ± {s[k]['bpd_std']:.4f}", paper[key]["f_score"], f"{s[k]['f_score']:.3f} ± {s[k]['f_score_std']:.3f}"]
-                for k, key in (("factored", "Factored"), ("cnf_uniform", "CNF Uniform"), ("cnf", "CNF")) if k in s]
+        rows = [
+            [
+                key,
+                paper[key]["bpd"],
+                f"{s[k]['bpd']:.4f} ± {s[k]['bpd_std']:.4f}",
+                paper[key]["f_score"],
+                f"{s[k]['f_score']:.3f} ± {s[k]['f_score_std']:.3f}",
+            ]
+            for k, key in (("factored", "Factored"), ("cnf_uniform", "CNF Uniform"), ("cnf", "CNF"))
+            if k in s
+        ]
         if doc.get("human"):
             rows.append(["Human (2nd observer)", None, None, paper["Human"]["f_score"], doc["human"]["f_score"]])
         from .experiments.drive import BPD_DEFINITION
 
-        parts.append(f"**Winkler et al. Table 3, DRIVE** ({_wall(doc)}; {BPD_DEFINITION}; max F inside the field of view):\n\n"
-                     + markdown_table(["model", "paper bpd", f"{tag} bpd", "paper max F", f"{tag} max F"], rows, 4))
+        parts.append(
+            f"**Winkler et al. Table 3, DRIVE** ({_wall(doc)}; {BPD_DEFINITION}; max F inside the field of view):\n\n"
+            + markdown_table(["model", "paper bpd", f"{tag} bpd", "paper max F", f"{tag} max F"], rows, 4)
+        )
     if not parts:
         return f"_No results in results/{profile}/ yet._"
     beyond = render_beyond(folder, tag)
     claims_md = folder / "claims.md"
-    return "\n\n".join(parts + ([beyond] if beyond else []) + ([claims_md.read_text().strip()] if claims_md.exists() else []))
+    times = render_notebook_times(folder, profile)
+    return "\n\n".join(
+        parts + ([beyond] if beyond else []) + ([claims_md.read_text().strip()] if claims_md.exists() else []) + ([times] if times else [])
+    )
+
+
+def render_notebook_times(folder: Path, profile: str) -> str:
+    """The wall time of each notebook's last complete ``make reproduce`` run (``notebook_times.json``) and the total."""
+    path = folder / "notebook_times.json"
+    if not path.exists():
+        return ""
+    times = json.loads(path.read_text())
+    rows, total, commits = [], 0.0, set()
+    for stem, t in sorted(times.items()):
+        wall = t["wall_time_s"] if isinstance(t, dict) else float(t)
+        commits.add(t.get("git_commit", "?") if isinstance(t, dict) else "?")
+        rows.append([stem, f"{wall / 60:.1f}"])
+        total += wall
+    rows.append(["**total**", f"**{total / 60:.1f}**"])
+    where = ", ".join(sorted(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in commits))
+    return f"**Wall time per notebook** (`make reproduce PROFILE={profile}`, commit {where}):\n\n" + markdown_table(["notebook", "minutes"], rows)
 
 
 def render_beyond(folder: Path, tag: str) -> str:
@@ -120,33 +188,62 @@ def render_beyond(folder: Path, tag: str) -> str:
         for k, label in (("factored", "Factored"), ("cnf_uniform", "CNF Uniform"), ("cnf", "CNF")):
             if k in doc["summary"]:
                 s = doc["summary"][k]
-                rows.append([label, s["calibration"]["ece"], (s.get("pr_distance_to_human") or {}).get("energy_distance"),
-                             (s.get("ged") or {}).get("ged"), s.get("sample_diversity"), s.get("vessel_width"), s.get("uncertainty_auroc")])
+                rows.append(
+                    [
+                        label,
+                        s["calibration"]["ece"],
+                        (s.get("pr_distance_to_human") or {}).get("energy_distance"),
+                        (s.get("ged") or {}).get("ged"),
+                        s.get("sample_diversity"),
+                        s.get("vessel_width"),
+                        s.get("uncertainty_auroc"),
+                    ]
+                )
         h = doc.get("human") or {}
         if "vessel_width_annotation" in h:
             rows.append(["1st grader (annotation)", None, None, None, None, h["vessel_width_annotation"], None])
             rows.append(["2nd grader", None, None, None, h["ged_between_annotators"], h["vessel_width_second_observer"], None])
-        parts.append(f"**Beyond the paper, DRIVE** ({tag}; inside the FOV; first seed):\n\n" + markdown_table(
-            ["model", "ECE", "PR energy distance to 2nd grader", "GED to both graders", "sample diversity (1-IoU)", "vessel width px",
-             "uncertainty AUROC for errors"], rows, 3))
+        parts.append(
+            f"**Beyond the paper, DRIVE** ({tag}; inside the FOV; first seed):\n\n"
+            + markdown_table(
+                [
+                    "model",
+                    "ECE",
+                    "PR energy distance to 2nd grader",
+                    "GED to both graders",
+                    "sample diversity (1-IoU)",
+                    "vessel width px",
+                    "uncertainty AUROC for errors",
+                ],
+                rows,
+                3,
+            )
+        )
     if (doc := _load(folder, "super_resolution")) and "lr_psnr" in doc:
         keys = [k for k in doc["lr_psnr"] if not k.startswith("_")]
         rows = [[k, doc["lr_psnr"][k], doc["diversity"].get(k)] for k in keys]
         rows2 = [[k, v.get("psnr"), v.get("ssim")] for k, v in doc["posterior_mean"].items()]
-        parts.append(f"**Beyond the paper, super-resolution** ({tag}; {doc.get('probabilistic_set', 'Set5')}): LR-consistency "
-                     "(PSNR of the downscaled prediction against the LR input, dB, capped at 100; NTIRE's bar is 45) and diversity "
-                     "(mean per-pixel std across samples):\n\n" + markdown_table(["prediction", "LR-PSNR", "diversity"], rows, 2)
-                     + "\n\nPosterior mean (approximates the minimum-MSE estimate) against single samples and the baseline's mode:\n\n"
-                     + markdown_table(["prediction", "PSNR", "SSIM"], rows2, 3))
+        parts.append(
+            f"**Beyond the paper, super-resolution** ({tag}; {doc.get('probabilistic_set', 'Set5')}): LR-consistency "
+            "(PSNR of the downscaled prediction against the LR input, dB, capped at 100; NTIRE's bar is 45) and diversity "
+            "(mean per-pixel std across samples):\n\n"
+            + markdown_table(["prediction", "LR-PSNR", "diversity"], rows, 2)
+            + "\n\nPosterior mean (approximates the minimum-MSE estimate) against single samples and the baseline's mode:\n\n"
+            + markdown_table(["prediction", "PSNR", "SSIM"], rows2, 3)
+        )
     if (doc := _load(folder, "mnist")) and all("calibration" in d for d in doc["datasets"].values()):
         rows = [[n, kind, c["accuracy"], c["ece"], c["nll"]] for n, d in doc["datasets"].items() for kind, c in d["calibration"].items()]
-        parts.append(f"**Beyond the paper, calibration of the classifiers** ({tag}):\n\n"
-                     + markdown_table(["dataset", "classifier", "accuracy", "ECE", "NLL of the true label"], rows, 4))
+        parts.append(
+            f"**Beyond the paper, calibration of the classifiers** ({tag}):\n\n"
+            + markdown_table(["dataset", "classifier", "accuracy", "ECE", "NLL of the true label"], rows, 4)
+        )
     if (doc := _load(folder, "theory")) and all("mode_mass_error" in m for k, m in doc["gmm"].items()):
         rows = [[k, m["mode_mass_error"]] for k, m in doc["gmm"].items()]
-        parts.append(f"**Beyond the paper, 8-mode posteriors** ({tag}): per-mode mass error (total variation between the "
-                     "fraction of posterior samples nearest each mode and the truth, 0 = all on the right mode):\n\n"
-                     + markdown_table(["method", "mode mass error"], rows, 3))
+        parts.append(
+            f"**Beyond the paper, 8-mode posteriors** ({tag}): per-mode mass error (total variation between the "
+            "fraction of posterior samples nearest each mode and the truth, 0 = all on the right mode):\n\n"
+            + markdown_table(["method", "mode mass error"], rows, 3)
+        )
     return "\n\n".join(parts)
 
 
@@ -205,8 +302,16 @@ def paper_tables(profile: str, root: Path = ROOT) -> dict[str, Any]:
         # ours may be on a stand-in (e.g. "BSDS500 32x32 (ImageNet32 stand-in)"): the row says which
         match = [(k, v) for k, v in (sr or {}).get("table1", {}).items() if k == ds or f"{size}x{size}" in k]
         label, got = match[0] if match else (ds, {})
-        rows.append({"dataset": ds, f"{ours} data": label, "paper CNF": p1[ds]["CNF"], f"{ours} CNF": got.get("CNF"),
-                     "paper factorized LL": p1[ds]["Factorized LL"], f"{ours} factorized LL": got.get("Factorized LL")})
+        rows.append(
+            {
+                "dataset": ds,
+                f"{ours} data": label,
+                "paper CNF": p1[ds]["CNF"],
+                f"{ours} CNF": got.get("CNF"),
+                "paper factorized LL": p1[ds]["Factorized LL"],
+                f"{ours} factorized LL": got.get("Factorized LL"),
+            }
+        )
     out["winkler_table1"] = pd.DataFrame(rows).set_index("dataset")
 
     p2 = paper_numbers("winkler_table2_sr")
@@ -214,11 +319,12 @@ def paper_tables(profile: str, root: Path = ROOT) -> dict[str, Any]:
     for model in ("Bicubic", "SRCNN", "PSyCO", "ENet", "LL Baseline", "CNF"):
         row: dict[str, Any] = {"model": model + (" (cited)" if model in p2["_cited"][1:] else "")}
         for ds in ("Set5", "Set14", "BSD100"):
-            got = (sr or {}).get("table2", {}).get(ds, {}).get(model, {})
+            res = (sr or {}).get("table2", {}).get(ds, {})
+            got = res.get(model, {})
             for metric in ("bpd", "psnr", "ssim"):
                 row[f"{ds} {metric} paper"] = p2[ds][model].get(metric)
                 if model not in p2["_cited"][1:]:
-                    row[f"{ds} {metric} {ours}"] = got.get(metric)
+                    row[f"{sr_set_label(ds, res)} {metric} {ours}"] = got.get(metric)
         rows.append(row)
     out["winkler_table2"] = pd.DataFrame(rows).set_index("model")
 
@@ -226,20 +332,40 @@ def paper_tables(profile: str, root: Path = ROOT) -> dict[str, Any]:
     rows = []
     for name in p3["_cited"]:
         ours_f = dr["human"]["f_score"] if (dr and name == "Human" and dr.get("human")) else None
-        rows.append({"model": name + (" (cited)" if name != "Human" else " (2nd observer)"), "paper bpd": None, f"{ours} bpd": None,
-                     "paper F": p3[name]["f_score"], f"{ours} F": ours_f})
+        rows.append(
+            {
+                "model": name + (" (cited)" if name != "Human" else " (2nd observer)"),
+                "paper bpd": None,
+                f"{ours} bpd": None,
+                "paper F": p3[name]["f_score"],
+                f"{ours} F": ours_f,
+            }
+        )
     for key, name in (("factored", "Factored"), ("cnf_uniform", "CNF Uniform"), ("cnf", "CNF")):
         s = (dr or {}).get("summary", {}).get(key)
-        rows.append({"model": name, "paper bpd": f"{p3[name]['bpd']} ± {p3[name]['bpd_std']}", f"{ours} bpd": f"{s['bpd']:.4f} ± {s['bpd_std']:.4f}" if s else None,
-                     "paper F": f"{p3[name]['f_score']} ± {p3[name]['f_score_std']}", f"{ours} F": f"{s['f_score']:.3f} ± {s['f_score_std']:.3f}" if s else None})
+        rows.append(
+            {
+                "model": name,
+                "paper bpd": f"{p3[name]['bpd']} ± {p3[name]['bpd_std']}",
+                f"{ours} bpd": f"{s['bpd']:.4f} ± {s['bpd_std']:.4f}" if s else None,
+                "paper F": f"{p3[name]['f_score']} ± {p3[name]['f_score_std']}",
+                f"{ours} F": f"{s['f_score']:.3f} ± {s['f_score_std']:.3f}" if s else None,
+            }
+        )
     out["winkler_table3"] = pd.DataFrame(rows).set_index("model")
 
     px, mn = paper_numbers("xiao_table1_accuracy"), _ours(folder, "mnist")
     rows = []
     for ds in ("MNIST", "FashionMNIST"):
         got = (mn or {}).get("datasets", {}).get(ds, {})
-        rows.append({"dataset": ds, "paper (forward pass)": px[ds], f"{ours} forward pass": got.get("accuracy_forward_pass"),
-                     f"{ours} CNF + Bayes' rule": got.get("accuracy_cnf_bayes")})
+        rows.append(
+            {
+                "dataset": ds,
+                "paper (forward pass)": px[ds],
+                f"{ours} forward pass": got.get("accuracy_forward_pass"),
+                f"{ours} CNF + Bayes' rule": got.get("accuracy_cnf_bayes"),
+            }
+        )
     out["xiao_table1"] = pd.DataFrame(rows).set_index("dataset")
     return out
 
@@ -251,7 +377,9 @@ def write_tables(profile: str, root: Path = ROOT) -> list[Path]:
     written = []
     for name, df in paper_tables(profile, root).items():
         header = [df.index.name or ""] + [str(c) for c in df.columns]
-        rows = [[idx] + [None if (isinstance(v, float) and math.isnan(v)) else v for v in row] for idx, row in zip(df.index, df.itertuples(index=False))]
+        rows = [
+            [idx] + [None if (isinstance(v, float) and math.isnan(v)) else v for v in row] for idx, row in zip(df.index, df.itertuples(index=False))
+        ]
         note = f"Reduced-scale run (profile {profile}); '-' = not produced yet.\n\n" if profile != "full" else ""
         (folder / f"{name}.md").write_text(note + markdown_table(header, rows, 4) + "\n")
         (folder / f"{name}.tex").write_text(df.to_latex(na_rep="--", float_format="%.4g", escape=True))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .data import data_root, mirror_root
 from .profiles import resolve_profile
+from .results import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,8 +96,9 @@ def write_tiny_imagenet(data_dir: Path, n_train: int = 64, n_valid: int = 16) ->
     return written
 
 
-def run(profile: str | None = None, only: list[str] | None = None, force: bool = False, root: Path = ROOT, device: str = "auto",
-        dry_run: bool = False) -> int:
+def run(
+    profile: str | None = None, only: list[str] | None = None, force: bool = False, root: Path = ROOT, device: str = "auto", dry_run: bool = False
+) -> int:
     """Run the numbered notebooks of ``root/notebooks`` into ``root/results/<profile>``; 0 on success.
 
     ``dry_run``: the profile's architecture and data sizes with step counts and evaluation sets capped
@@ -132,13 +134,18 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
     available = notebooks(root / "notebooks")
     if only is not None:
         if not only:
-            print("--only needs at least one notebook name or number prefix (e.g. --only 03 04); "
-                  f"valid: {', '.join(nb.stem for nb in available)}", file=sys.stderr)
+            print(
+                f"--only needs at least one notebook name or number prefix (e.g. --only 03 04); valid: {', '.join(nb.stem for nb in available)}",
+                file=sys.stderr,
+            )
             return 2
         unknown = [o for o in only if not any(nb.name.startswith(o) for nb in available)]
         if unknown:
-            print(f"--only: no numbered notebook starts with {', '.join(map(repr, unknown))}; "
-                  f"valid: {', '.join(nb.stem for nb in available) or '(none)'}", file=sys.stderr)
+            print(
+                f"--only: no numbered notebook starts with {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(nb.stem for nb in available) or '(none)'}",
+                file=sys.stderr,
+            )
             return 2
     todo = [nb for nb in available if only is None or any(nb.name.startswith(o) for o in only)]
     if not todo:
@@ -161,8 +168,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
             pm.execute_notebook(str(nb), str(executed), parameters=nb_params, cwd=str(nb.parent), progress_bar=True)
         except pm.PapermillExecutionError as exc:
             print(
-                f"\nFAILED: {nb.name}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\n"
-                f"the executed notebook with the error is {executed}",
+                f"\nFAILED: {nb.name}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\nthe executed notebook with the error is {executed}",
                 file=sys.stderr,
             )
             return 1
@@ -178,7 +184,7 @@ def run(profile: str | None = None, only: list[str] | None = None, force: bool =
         stamp.write_text(json.dumps({"key": key, "wall_time_s": wall}) + "\n")
         timings_path = out / "notebook_times.json"  # wall time of each notebook's last complete run
         timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-        timings[nb.stem] = wall
+        timings[nb.stem] = {"wall_time_s": wall, "git_commit": git_commit(), "device": device}
         timings_path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
         print(f"[done] {nb.name} in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -214,10 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="run only notebooks whose names start with these prefixes (at least one)")
     p.add_argument("--force", action="store_true", help="re-run notebooks even if their outputs are current")
     p.add_argument("--device", default="auto", help="where models train and run: auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--dry-run", action="store_true",
-                   help="the profile's architecture with capped steps and evaluation sets, into results/<profile>-dry-run/")
-    p.add_argument("--refresh-committed", action="store_true",
-                   help="re-execute notebooks/*.ipynb in place with their defaults (smoke) and sanitise them: the outputs nbval checks")
+    p.add_argument(
+        "--dry-run", action="store_true", help="the profile's architecture with capped steps and evaluation sets, into results/<profile>-dry-run/"
+    )
+    p.add_argument(
+        "--refresh-committed",
+        action="store_true",
+        help="re-execute notebooks/*.ipynb in place with their defaults (smoke) and sanitise them: the outputs nbval checks",
+    )
     a = p.parse_args(argv)
     if a.refresh_committed:
         return refresh_committed(only=a.only)

@@ -21,16 +21,25 @@ import torch
 
 from .data.store import REGISTRY
 
-__all__ = ["PhaseTimer", "git_commit", "load_json", "phase", "provenance", "save_json"]
+__all__ = ["PhaseTimer", "curve_summary", "git_commit", "load_json", "phase", "provenance", "save_json"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def git_commit() -> str:
-    """The current commit (suffixed ``-dirty`` when tracked files changed), or ``unknown``."""
+def git_commit(root: Path = ROOT) -> str:
+    """The current commit, suffixed ``-dirty`` when a tracked file outside ``results/`` changed, or ``unknown``.
+
+    ``results/`` is what ``make reproduce`` writes: a run that rewrites the committed results (as every
+    rerun does) is still a run of a clean commit, whereas a changed source file is not."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -81,29 +90,62 @@ def phase(timer: PhaseTimer | None, name: str):
     return timer(name) if timer is not None else nullcontext()
 
 
-def provenance(profile: str, seeds: list[int] | tuple[int, ...], wall_time_s: float, datasets: dict[str, str] | None = None,
-               phases: PhaseTimer | None = None) -> dict[str, Any]:
+def provenance(
+    profile: str, seeds: list[int] | tuple[int, ...], wall_time_s: float, datasets: dict[str, str] | None = None, phases: PhaseTimer | None = None
+) -> dict[str, Any]:
     """``datasets`` maps a dataset name to a digest; registered names may map to ``"registry"``.
     ``phases``: the run's per-phase wall times (training, evaluation, other)."""
     ds = {k: (dataset_digest(k) if v == "registry" else v) for k, v in (datasets or {}).items()}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
     return dict(
-        profile=profile, seeds=list(seeds), git_commit=git_commit(), datasets=ds, device=device,
-        torch=torch.__version__, python=platform.python_version(), wall_time_s=round(float(wall_time_s), 2),
+        profile=profile,
+        seeds=list(seeds),
+        git_commit=git_commit(),
+        datasets=ds,
+        device=device,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        wall_time_s=round(float(wall_time_s), 2),
         **({"phase_times_s": phases.summary(float(wall_time_s))} if phases is not None else {}),
         peak_rss_mb=_peak_rss_mb(),
     )
 
 
-def save_json(path: str | Path, payload: dict[str, Any], *, profile: str, seeds, wall_time_s: float, datasets=None,
-              phases: PhaseTimer | None = None) -> Path:
+def save_json(
+    path: str | Path, payload: dict[str, Any], *, profile: str, seeds, wall_time_s: float, datasets=None, phases: PhaseTimer | None = None
+) -> Path:
+    """Write ``payload`` with a ``provenance`` block.  A :class:`~cnfkit.profiles.Config` under
+    ``payload["config"]`` is stored as its fields, and its digest as ``provenance.config_digest``:
+    the stale-results test compares it with the current profile's configuration."""
+    from .profiles import Config
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"provenance": provenance(profile, seeds, wall_time_s, datasets, phases), **payload}
+    prov = provenance(profile, seeds, wall_time_s, datasets, phases)
+    cfg = payload.get("config")
+    if isinstance(cfg, Config):
+        payload = {**payload, "config": cfg.to_dict()}
+        prov["config_digest"] = cfg.digest()
+    doc = {"provenance": prov, **payload}
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=float) + "\n")
     tmp.replace(path)
     return path
+
+
+def curve_summary(history: list[dict[str, Any]], key: str = "loss") -> dict[str, float] | None:
+    """Where a learning curve ended: the mean training loss over the last fifth of the logged steps,
+    over the fifth before it, and the relative drop between them (> 0: still falling).  Used to say
+    why a claim does not hold at reduced scale ("the CNF's loss was still falling 2% per fifth")."""
+    points = [(h["step"], float(h[key])) for h in history if key in h and h.get("step") is not None]
+    if len(points) < 10:
+        return None
+    last_step = points[-1][0]
+    fifth = len(points) // 5
+    last = [v for _, v in points[-fifth:]]
+    before = [v for _, v in points[-2 * fifth : -fifth]]
+    a, b = sum(last) / len(last), sum(before) / len(before)
+    return {"steps": int(last_step), "loss_last_fifth": a, "loss_fifth_before": b, "relative_drop": (b - a) / max(abs(b), 1e-12)}
 
 
 def load_json(path: str | Path) -> dict[str, Any]:

@@ -69,8 +69,16 @@ class SegmentationCNF(nn.Module):
         deq_steps: steps of the single-scale noise flow of the binary dequantizer.
     """
 
-    def __init__(self, in_channels: int = 3, dequantization: str = "binary", levels: int = 2, steps: int = 2,
-                 hidden: int = 32, widths: tuple[int, int, int] = (32, 64, 128), deq_steps: int = 2) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        dequantization: str = "binary",
+        levels: int = 2,
+        steps: int = 2,
+        hidden: int = 32,
+        widths: tuple[int, int, int] = (32, 64, 128),
+        deq_steps: int = 2,
+    ) -> None:
         super().__init__()
         if dequantization not in ("binary", "uniform"):
             raise ValueError(f"dequantization must be 'binary' or 'uniform', got {dequantization!r}")
@@ -79,13 +87,27 @@ class SegmentationCNF(nn.Module):
         self.kind = dequantization
         vgg = VGGFeatures(in_channels, widths)
         self.flow = ConditionalFlow(
-            1, levels, steps, hidden, cond_channels=list(vgg.out_channels), conditioner=vgg,
-            coupling="additive", coupling_net="instance", actnorm=False,
+            1,
+            levels,
+            steps,
+            hidden,
+            cond_channels=list(vgg.out_channels),
+            conditioner=vgg,
+            coupling="additive",
+            coupling_net="instance",
+            actnorm=False,
         )
         if dequantization == "binary":
             noise = ConditionalFlow(
-                1, 1, deq_steps, hidden, cond_channels=4 * (1 + in_channels), conditioner=SqueezeContext(),
-                coupling="affine", coupling_net="instance", actnorm=False,
+                1,
+                1,
+                deq_steps,
+                hidden,
+                cond_channels=4 * (1 + in_channels),
+                conditioner=SqueezeContext(),
+                coupling="affine",
+                coupling_net="instance",
+                actnorm=False,
             )
             self.dequantizer: nn.Module = BinaryDequantizer(noise)
         else:
@@ -103,8 +125,16 @@ class SegmentationCNF(nn.Module):
     elbo = forward
 
     @torch.no_grad()
-    def sample(self, x: Tensor | None, temperature: float = 1.0, generator=None, features=None, *,
-               num_samples: int | None = None, size: tuple[int, int] | None = None) -> Tensor:
+    def sample(
+        self,
+        x: Tensor | None,
+        temperature: float = 1.0,
+        generator=None,
+        features=None,
+        *,
+        num_samples: int | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> Tensor:
         """Binary segmentations ``y ~ P(y | x)``: sample ``v`` and quantize it.
 
         One per row of ``x`` (or ``num_samples`` per row, rows ``i*n ... i*n+n-1`` for ``x[i]``);
@@ -112,13 +142,14 @@ class SegmentationCNF(nn.Module):
         if size is None:
             if x is None:
                 raise ValueError("give x, or features with size=(H, W)")
-            size = tuple(x.shape[-2:])
-        v = self.flow.sample(None if features is not None else x, size=size, temperature=temperature,
-                             generator=generator, features=features, num_samples=num_samples)
+            size = (x.shape[-2], x.shape[-1])
+        v = self.flow.sample(
+            None if features is not None else x, size=size, temperature=temperature, generator=generator, features=features, num_samples=num_samples
+        )
         return (v > 0.5).float() if self.kind == "binary" else (v >= 1).float()
 
     @torch.no_grad()
-    def conditioning(self, x: Tensor) -> list[Tensor]:
+    def conditioning(self, x: Tensor) -> list[Tensor] | None:
         """The conditioner's features for ``x``, to draw many samples without recomputing them."""
         return self.flow.conditioning(x)
 
@@ -130,7 +161,10 @@ class SegmentationCNF(nn.Module):
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
         feats = self.flow.conditioning(x)
-        return sum(self.sample(x, generator=generator, features=feats) for _ in range(n_samples)) / n_samples
+        total = self.sample(x, generator=generator, features=feats)
+        for _ in range(n_samples - 1):
+            total += self.sample(x, generator=generator, features=feats)
+        return total / n_samples
 
 
 def _check_label_maps(logits: Tensor, y: Tensor, mask: Tensor | None) -> None:
@@ -187,6 +221,11 @@ class FactoredBernoulli(nn.Module):
             nn.Conv2d(c, hidden, 3, padding=1), nn.InstanceNorm2d(hidden, affine=True), nn.ReLU(), nn.Conv2d(hidden, 4, 3, padding=1)
         )
 
+    @property
+    def head_dtype(self) -> torch.dtype:
+        """The parameters' dtype: logits come out in it even under autocast."""
+        return next(self.head.parameters()).dtype
+
     def logits(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[0] == 0:
             raise ValueError(f"x must be a non-empty batch of images [B, C, H, W], got {tuple(x.shape)}")
@@ -196,7 +235,7 @@ class FactoredBernoulli(nn.Module):
             raise ValueError(f"image size must be divisible by 4, got {tuple(x.shape[-2:])}")
         h4, h7 = self.conditioner(x)
         h = torch.cat([h4, F.interpolate(h7, size=h4.shape[-2:], mode="bilinear", align_corners=False)], dim=1)
-        return F.pixel_shuffle(self.head(h), 2).to(self.head[0].weight.dtype)  # full-precision likelihoods even under autocast
+        return F.pixel_shuffle(self.head(h), 2).to(self.head_dtype)  # full-precision likelihoods even under autocast
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """Normalised weighted-Bernoulli log-likelihood per image (nats)."""
@@ -213,11 +252,15 @@ class FactoredBernoulli(nn.Module):
         return torch.sigmoid(self.logits(x))
 
     @torch.no_grad()
-    def sample(self, x: Tensor, generator=None, *, num_samples: int | None = None, probs: Tensor | None = None) -> Tensor:
-        """Bernoulli maps from the soft map of ``x`` (or the given ``probs``); ``num_samples`` per row
-        (rows ``i*n ... i*n+n-1`` for row ``i``); ``generator`` may be one per output row."""
-        p = self.soft_map(x) if probs is None else probs
+    def sample(self, x: Tensor | None, generator=None, *, num_samples: int | None = None, probs: Tensor | None = None) -> Tensor:
+        """Bernoulli maps from the soft map of ``x`` (or the given ``probs``, then ``x`` may be ``None``);
+        ``num_samples`` per row (rows ``i*n ... i*n+n-1`` for row ``i``); ``generator`` may be one per output row."""
+        if probs is None:
+            if x is None:
+                raise ValueError("give x, or probs from soft_map()")
+            p = self.soft_map(x)
+        else:
+            p = probs
         if num_samples is not None:
             p = p.repeat_interleave(num_samples, dim=0)
         return (rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).float()
-

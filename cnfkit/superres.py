@@ -95,8 +95,17 @@ def _lr_input(x_lr: Tensor) -> Tensor:
 class SRFlow(nn.Module):
     """Conditional flow on 2x super-resolution; ``forward(y, x_lr)`` is the per-image ELBO (nats)."""
 
-    def __init__(self, levels: int = 2, steps: int = 8, hidden: int = 512, rrdb_blocks: int = 16, growth: int = 32,
-                 nf: int = 64, context: int = 128, scale: str = "soft_exp") -> None:
+    def __init__(
+        self,
+        levels: int = 2,
+        steps: int = 8,
+        hidden: int = 512,
+        rrdb_blocks: int = 16,
+        growth: int = 32,
+        nf: int = 64,
+        context: int = 128,
+        scale: str = "soft_exp",
+    ) -> None:
         super().__init__()
         self.conditioner = RRDBNet(3, nf, rrdb_blocks, growth, context)
         self.flow = ConditionalFlow(3, levels, steps, hidden, cond_channels=context, conditioner=self.conditioner, scale=scale)
@@ -110,16 +119,17 @@ class SRFlow(nn.Module):
         return self.flow.log_prob(v - 0.5, _lr_input(x_lr)) - log_q
 
     @torch.no_grad()
-    def conditioning(self, x_lr: Tensor) -> list[Tensor]:
+    def conditioning(self, x_lr: Tensor) -> list[Tensor] | None:
         """The RRDB features of ``x_lr`` (they do not depend on the temperature: reuse them across samples)."""
         return self.flow.conditioning(_lr_input(x_lr))
 
     @torch.no_grad()
-    def sample(self, x_lr: Tensor | None, temperature: float = 0.8, generator=None, *, features=None,
-               num_samples: int | None = None) -> Tensor:
+    def sample(self, x_lr: Tensor | None, temperature: float = 0.8, generator=None, *, features=None, num_samples: int | None = None) -> Tensor:
         """8-bit HR samples (levels 0..255) at the given temperature (the paper uses 0.8): one per row
         of ``x_lr`` (or ``num_samples`` per row); ``features`` from :meth:`conditioning` replace ``x_lr``."""
-        x = None if features is not None else _lr_input(x_lr)
+        if features is None and x_lr is None:
+            raise ValueError("give x_lr, or features from conditioning()")
+        x = None if features is not None or x_lr is None else _lr_input(x_lr)
         v = self.flow.sample(x, temperature=temperature, generator=generator, features=features, num_samples=num_samples) + 0.5
         return torch.floor(v * 256).clamp(0, 255)
 
@@ -140,7 +150,7 @@ class FactorizedLogisticSR(nn.Module):
         if x_lr.is_floating_point() and not torch.isfinite(x_lr).all():
             raise ValueError("x_lr contains NaN or Inf values")
         p = F.pixel_shuffle(self.head(self.conditioner(_lr_input(x_lr))), 2)
-        mean, log_scale = p.to(self.head[0].weight.dtype).chunk(2, dim=1)  # full-precision likelihoods even under autocast
+        mean, log_scale = p.to(next(self.head.parameters()).dtype).chunk(2, dim=1)  # full-precision likelihoods even under autocast
         # means may sit slightly beyond the outermost bin centres (+-1); scales are floored for stability
         return torch.tanh(mean) * 1.05, log_scale.clamp(min=-7.0)
 
@@ -155,5 +165,3 @@ class FactorizedLogisticSR(nn.Module):
     def mode(self, x_lr: Tensor) -> Tensor:
         """The baseline's prediction: the most probable level of every subpixel (exact argmax)."""
         return discretized_logistic_mode(*self.params(x_lr))
-
-

@@ -131,7 +131,12 @@ def xiao_flow(x_dim: int, label_dim: int, z_dim: int, *, blocks: int = 8, hidden
     if x_dim > dim:
         raise ValueError(f"x ({x_dim} dims) must fit in z + label ({dim} dims)")
     return VectorFlow(
-        dim, cond_dim=label_dim, blocks=blocks, hidden=hidden, layers=layers, condition_couplings=False,
+        dim,
+        cond_dim=label_dim,
+        blocks=blocks,
+        hidden=hidden,
+        layers=layers,
+        condition_couplings=False,
         prior=LabelGaussianPrior(z_dim, label_dim, label_noise),
     )
 

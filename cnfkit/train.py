@@ -166,7 +166,7 @@ class EpochSampler:
             raise ValueError(f"batch_size {batch_size} is not divisible by the {self.world} processes")
         self.tensors, self.n, self.batch_size, self.seed = tensors, n, batch_size, seed
         self.per_epoch = n // batch_size
-        self._perm_epoch, self._perm = -1, None
+        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
     def indices(self, step: int) -> Tensor:
         epoch, pos = divmod(step, self.per_epoch)
@@ -205,8 +205,13 @@ def _rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -363,7 +368,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented, missing from the stubs
         self.loss_fn, self.batches, self.config, self.eval_fn = loss_fn, batches, config, eval_fn
         self.checkpoint_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
         self.callbacks, self.compile, self.progress, self.desc = tuple(callbacks), compile or config.compile, progress, desc
@@ -372,15 +377,15 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.wall_time = 0.0
-        self._runner: nn.Module | None = None
-        self._stop_requested = False
+        self._runner: Any = None  # built by fit(): the model, wrapped by DDP and / or torch.compile
+        self._stop_requested: str | bool = False
         self._between_steps = True
 
     # --- checkpoints -------------------------------------------------------------------------
     def fingerprints(self) -> dict[str, Any]:
         """What identifies this run: training config, model structure, data (per rank), user fingerprint."""
         if getattr(self, "_fingerprints", None) is None:
-            data = [data_fingerprint(self.batches)]
+            data: list[Any] = [data_fingerprint(self.batches)]
             if self.world > 1:
                 data = [None] * self.world
                 dist.all_gather_object(data, data_fingerprint(self.batches))
@@ -408,7 +413,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is None:
             return
-        rngs = [_rng_state()]
+        rngs: list[Any] = [_rng_state()]
         if self.world > 1:
             rngs = [None] * self.world
             dist.all_gather_object(rngs, _rng_state())
@@ -457,14 +462,16 @@ class Trainer:
         if self.step >= self.config.steps:
             return True  # a finished run: its model is reused as it is, whatever the number of processes that trained it
         if len(rngs) != self.world:
-            raise CheckpointError(f"checkpoint {self.checkpoint_path} of an unfinished run was written by {len(rngs)} process(es), "
-                                  f"now running {self.world}: resume it with the same number of processes")
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_path} of an unfinished run was written by {len(rngs)} process(es), "
+                f"now running {self.world}: resume it with the same number of processes"
+            )
         _set_rng_state(rngs[self.rank])
         return True
 
     # --- training ----------------------------------------------------------------------------
-    def _build_runner(self) -> nn.Module:
-        runner: nn.Module = self.model
+    def _build_runner(self) -> Any:
+        runner: Any = self.model  # the model, wrapped by DDP and / or torch.compile
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             runner = nn.parallel.DistributedDataParallel(runner, device_ids=ids)
@@ -486,8 +493,12 @@ class Trainer:
                     self._compiled_ok = True
                     return loss
                 except Exception as exc:  # noqa: BLE001 - any compiler failure (dynamo, inductor, a C++ toolchain): train eagerly
-                    warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                                  "training continues without compilation", RuntimeWarning, stacklevel=2)
+                    warnings.warn(
+                        f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                        "training continues without compilation",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                     self.compile = False
                     self._runner = self._build_runner()
             return self.loss_fn(self._runner, batch)
@@ -568,9 +579,7 @@ class Trainer:
                 self.loss_fn(self.model, _to_device(self.batches(0), self.device, self.config.channels_last))
         self.model.train()
         self._runner = self._build_runner()
-        bar = tqdm(
-            total=cfg.steps, initial=self.step, desc=self.desc, disable=not self.progress or self.rank != 0, dynamic_ncols=True
-        )
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, disable=not self.progress or self.rank != 0, dynamic_ncols=True)
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
         t0 = time.perf_counter() - self.wall_time
@@ -605,8 +614,11 @@ class Trainer:
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 if self._stop_agreed():
-                    raise TrainingInterrupted(f"interrupted by {self._stop_requested} after step {self.step}; checkpointed"
-                                              if self.checkpoint_path else f"interrupted by {self._stop_requested} after step {self.step}")
+                    raise TrainingInterrupted(
+                        f"interrupted by {self._stop_requested} after step {self.step}; checkpointed"
+                        if self.checkpoint_path
+                        else f"interrupted by {self._stop_requested} after step {self.step}"
+                    )
         except KeyboardInterrupt:
             bar.close()
             self._stop_requested = False
@@ -652,10 +664,20 @@ def train_steps(
     """
     if checkpoint_dir is not None and not checkpoint_every:
         checkpoint_every = max(1, steps // 20)
-    cfg = TrainConfig(steps=steps, lr=lr, log_every=max(1, steps // 50), seed=seed, grad_clip=grad_clip, checkpoint_every=checkpoint_every,
-                      channels_last=channels_last, compile=compile, autocast=autocast)
-    trainer = Trainer(model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc,
-                      fingerprint=fingerprint)
+    cfg = TrainConfig(
+        steps=steps,
+        lr=lr,
+        log_every=max(1, steps // 50),
+        seed=seed,
+        grad_clip=grad_clip,
+        checkpoint_every=checkpoint_every,
+        channels_last=channels_last,
+        compile=compile,
+        autocast=autocast,
+    )
+    trainer = Trainer(
+        model, loss_fn, batches, cfg, checkpoint_dir=checkpoint_dir, device=device, progress=progress, desc=desc, fingerprint=fingerprint
+    )
     with phase(timer, "training"):
         history = trainer.fit()
     return history, trainer.wall_time

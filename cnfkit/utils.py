@@ -12,7 +12,18 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["default_device", "module_device", "num_parameters", "rand", "randn", "remove_stale_temporaries", "resolve_device", "row_generators", "seed_everything", "set_threads"]
+__all__ = [
+    "default_device",
+    "module_device",
+    "num_parameters",
+    "rand",
+    "randn",
+    "remove_stale_temporaries",
+    "resolve_device",
+    "row_generators",
+    "seed_everything",
+    "set_threads",
+]
 
 
 def seed_everything(seed: int) -> None:
@@ -108,7 +119,7 @@ def num_parameters(module: nn.Module) -> int:
 def remove_stale_temporaries(folder: Path, pattern: str) -> list[Path]:
     """Delete temporaries in ``folder`` left by killed writers: files matching the regex ``pattern``
     whose group 1 is the writer's pid, when that process no longer runs (or is this one).  Returns them."""
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     rx = re.compile(pattern)

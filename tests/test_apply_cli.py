@@ -21,11 +21,34 @@ def test_superres_on_a_photo(tmp_path):
 
     g = torch.Generator().manual_seed(0)
     imgs = [torch.randint(0, 256, (3, 136, 140), generator=g, dtype=torch.uint8) for _ in range(2)]
-    sr.run(sr.config("smoke"), progress=False, device="cpu", checkpoint_dir=tmp_path / "ck", train_only=True,
-           data={"train": imgs, "test": imgs, "test_sets": {}})
+    sr.run(
+        sr.config("smoke"),
+        progress=False,
+        device="cpu",
+        checkpoint_dir=tmp_path / "ck",
+        train_only=True,
+        data={"train": imgs, "test": imgs, "test_sets": {}},
+    )
     photo = _png(tmp_path / "photo.png", 21, 30)
-    assert main(["superres", str(photo), "--checkpoint", str(tmp_path / "ck"), "--samples", "2", "--temperature", "0.7",
-                 "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "superres",
+                str(photo),
+                "--checkpoint",
+                str(tmp_path / "ck"),
+                "--samples",
+                "2",
+                "--temperature",
+                "0.7",
+                "-o",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["photo_baseline_mode.png", "photo_bicubic.png", "photo_posterior_mean.png", "photo_sample0.png", "photo_sample1.png"]
     for n in names:

@@ -12,11 +12,19 @@ def _results(cnf_bpd: float, factored_bpd: float) -> dict:
     return {
         "drive": {"summary": {"cnf": s(cnf_bpd, 0.80, 0.01), "factored": s(factored_bpd, 0.805, 0.05), "cnf_uniform": s(0.3, 0.76, 0.04)}},
         "mnist": {"datasets": {"MNIST": {"accuracy_forward_pass": 0.9836}, "FashionMNIST": {"accuracy_forward_pass": 0.85}}},
-        "super_resolution": {"table1": {"BSDS500 32x32 (ImageNet32 stand-in)": {"CNF": 3.9, "Factorized LL": 5.3}},
-                             "table2": {"Set5": {"CNF": {"bpd": 4.0}, "LL Baseline": {"bpd": 4.7}}},
-                             "posterior_mean": {"CNF mean of 8 samples, tau=1.0": {"psnr": 33.0}, "LL Baseline (mode)": {"psnr": 34.4}}},
-        "theory": {"gmm": {"xiao": {"posterior_mmd": 0.020}, "inn_full": {"posterior_mmd": 0.024}, "inn_forward_only": {"posterior_mmd": 0.99},
-                           "true_posterior": {"posterior_mmd": 0.003}}},
+        "super_resolution": {
+            "table1": {"BSDS500 32x32 (ImageNet32 stand-in)": {"CNF": 3.9, "Factorized LL": 5.3}},
+            "table2": {"Set5": {"CNF": {"bpd": 4.0}, "LL Baseline": {"bpd": 4.7}}},
+            "posterior_mean": {"CNF mean of 8 samples, tau=1.0": {"psnr": 33.0}, "LL Baseline (mode)": {"psnr": 34.4}},
+        },
+        "theory": {
+            "gmm": {
+                "xiao": {"posterior_mmd": 0.020},
+                "inn_full": {"posterior_mmd": 0.024},
+                "inn_forward_only": {"posterior_mmd": 0.99},
+                "true_posterior": {"posterior_mmd": 0.003},
+            }
+        },
     }
 
 
@@ -43,3 +51,30 @@ def test_write_claims_reads_the_folder(tmp_path):
     assert saved["claims"] == rows and len(rows) == len(claims.CLAIMS)
     md = (tmp_path / "claims.md").read_text()
     assert "reduced scale" in md and "| drive_bpd_vs_factored |" in md and "not measured" in md
+
+
+def test_a_claim_that_fails_says_why_from_its_learning_curves(tmp_path):
+    from cnfkit.results import curve_summary
+
+    falling = [{"step": s, "loss": 2.0 - s / 1000} for s in range(10, 1010, 10)]
+    flat = [{"step": s, "loss": 1.0} for s in range(10, 1010, 10)]
+    r = _results(0.16, 0.29)
+    r["mnist"]["datasets"]["FashionMNIST"]["learning_curves"] = {"autoencoder": curve_summary(falling), "xiao_flow": curve_summary(flat)}
+    rows = {row["id"]: row for row in claims.evaluate_claims(r)}
+    why = rows["xiao_fashion_forward"]["why_not"]
+    assert "FashionMNIST auto-encoder: training loss still falling at step 1000" in why
+    assert "FashionMNIST Xiao flow: training loss flat" in why
+    assert rows["xiao_mnist_forward"]["why_not"] is None  # it holds: nothing to explain
+    for name, doc in r.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    claims.write_claims("quick", tmp_path)
+    md = (tmp_path / "claims.md").read_text()
+    assert "Why a claim does not hold here" in md and "still falling" in md
+
+
+def test_curve_summary_reads_the_end_of_training():
+    from cnfkit.results import curve_summary
+
+    assert curve_summary([{"step": 1, "loss": 1.0}] * 5) is None  # too short to say
+    c = curve_summary([{"step": s, "loss": 10.0 - s} for s in range(1, 11)] + [{"step": 10, "final": 1.0}])
+    assert c == {"steps": 10, "loss_last_fifth": 0.5, "loss_fifth_before": 2.5, "relative_drop": 0.8}

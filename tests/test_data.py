@@ -117,3 +117,11 @@ def test_parts_of_killed_downloads_are_removed_on_the_next_start(tmp_path, monke
 def test_missing_mirror_folder_is_named(tmp_path):
     with pytest.raises(DatasetError, match=r"offline mirror folder .*nowhere does not exist"):
         dataset_dir("MNIST", root=tmp_path / "root", mirror=tmp_path / "nowhere")
+
+
+def test_unknown_dataset_names_are_refused_by_the_command_line(capsys):
+    """`python -m cnfkit.data list nosuch` crashed with an AttributeError (found by mypy): now a clear error, exit 2."""
+    from cnfkit.data.__main__ import main
+
+    assert main(["list", "NoSuchSet"]) == 2
+    assert "unknown dataset(s): NoSuchSet" in capsys.readouterr().err

@@ -107,8 +107,9 @@ def test_binary_samples_lie_on_the_correct_side():
 
 def test_binary_dequantizer_on_images_with_a_single_scale_cnf():
     torch.manual_seed(0)
-    flow = ConditionalFlow(1, levels=1, steps=2, hidden=8, cond_channels=4 * 3, conditioner=SqueezeContext(),
-                           coupling="additive", coupling_net="instance", actnorm=False)
+    flow = ConditionalFlow(
+        1, levels=1, steps=2, hidden=8, cond_channels=4 * 3, conditioner=SqueezeContext(), coupling="additive", coupling_net="instance", actnorm=False
+    )
     deq = BinaryDequantizer(flow.double())
     y = (torch.rand(2, 1, 8, 8) > 0.7).double()
     h = torch.randn(2, 2, 8, 8, dtype=torch.float64)  # features of x at full resolution

@@ -21,8 +21,15 @@ def test_smoke_experiments_are_bit_identical_across_processes(experiment):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
     runs = []
     for _ in range(2):
-        res = subprocess.run([sys.executable, str(ROOT / "tests" / "determinism_script.py"), experiment], env=env, capture_output=True,
-                             text=True, timeout=900, cwd=ROOT, check=False)
+        res = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "determinism_script.py"), experiment],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=ROOT,
+            check=False,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
     assert runs[0] == runs[1]  # exact equality of every number, not a tolerance

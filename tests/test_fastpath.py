@@ -75,6 +75,7 @@ def test_compiled_and_eager_give_the_same_log_likelihood():
 
 def test_trainer_options_train_and_match_eager(tmp_path):
     """channels_last and torch.compile change how, not what: the same parameters after training."""
+
     def fit(**opts):
         model, x, y = make_problem()
         Trainer(model, loss_fn, sampler(x, y), TrainConfig(steps=4, lr=1e-2, seed=5, **opts), progress=False).fit()
@@ -96,8 +97,9 @@ def test_failed_compilation_falls_back_to_eager_with_a_warning():
         raise RuntimeError("this backend cannot compile anything")
 
     model, x, y = make_problem()
-    trainer = Trainer(model, loss_fn, sampler(x, y), TrainConfig(steps=3, lr=1e-2, compile=True, compile_backend="cnfkit_broken_backend"),
-                      progress=False)
+    trainer = Trainer(
+        model, loss_fn, sampler(x, y), TrainConfig(steps=3, lr=1e-2, compile=True, compile_backend="cnfkit_broken_backend"), progress=False
+    )
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         trainer.fit()
     assert trainer.step == 3 and not trainer.compile

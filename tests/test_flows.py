@@ -166,9 +166,7 @@ def test_vector_flow_bijection_and_logdet():
     z, ld = flow.encode(y, x)
     torch.testing.assert_close(flow.decode(z, x), y, rtol=0, atol=1e-10)
     torch.testing.assert_close(ld[0], brute_logdet(lambda t: flow.encode(t, x)[0], y), rtol=0, atol=1e-9)
-    torch.testing.assert_close(
-        -flow.encode(flow.decode(z, x), x)[1][0], brute_logdet(lambda t: flow.decode(t, x), z), rtol=0, atol=1e-9
-    )
+    torch.testing.assert_close(-flow.encode(flow.decode(z, x), x)[1][0], brute_logdet(lambda t: flow.decode(t, x), z), rtol=0, atol=1e-9)
 
 
 def test_2d_conditional_density_integrates_to_one():

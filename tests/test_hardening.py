@@ -140,8 +140,11 @@ def test_a_failure_inside_the_flow_rolls_back_initialisation():
 
 def test_actnorm_direct_initialisation_validates():
     a = ActNorm(3)
-    for bad, err in ((torch.randn(0, 3, 4, 4), ValueError), (torch.full((2, 3, 4, 4), float("inf")), ValueError),
-                     (torch.randn(2, 3, 4, 4, dtype=torch.float64), ValueError)):
+    for bad, err in (
+        (torch.randn(0, 3, 4, 4), ValueError),
+        (torch.full((2, 3, 4, 4), float("inf")), ValueError),
+        (torch.randn(2, 3, 4, 4, dtype=torch.float64), ValueError),
+    ):
         with pytest.raises(err):
             a(bad)
         assert not a._is_initialized and not bool(a.initialized)

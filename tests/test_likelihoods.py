@@ -52,9 +52,13 @@ def test_mode_is_the_exact_argmax_over_levels():
     # brute force on many random (mean, scale), dense near both edges and with tiny scales
     g = torch.Generator().manual_seed(0)
     n = 4000
-    mean = torch.cat([torch.rand(n, generator=g, dtype=torch.float64) * 2.2 - 1.1,
-                      -1 + torch.rand(n, generator=g, dtype=torch.float64) * 0.05,
-                      1 - torch.rand(n, generator=g, dtype=torch.float64) * 0.05])
+    mean = torch.cat(
+        [
+            torch.rand(n, generator=g, dtype=torch.float64) * 2.2 - 1.1,
+            -1 + torch.rand(n, generator=g, dtype=torch.float64) * 0.05,
+            1 - torch.rand(n, generator=g, dtype=torch.float64) * 0.05,
+        ]
+    )
     log_scale = torch.rand(3 * n, generator=g, dtype=torch.float64) * 7 - 7.5
     levels = torch.arange(256, dtype=torch.float64)[:, None]
     brute = torch.argmax(discretized_logistic_log_prob(levels, mean[None], log_scale[None]), dim=0).double()

@@ -106,7 +106,9 @@ def test_psnr_and_ssim_match_skimage():
     p, s = sr_psnr_ssim(a[None], b[None], scale=2)
     ca, cb = ya[2:-2, 2:-2].numpy(), yb[2:-2, 2:-2].numpy()
     assert p.item() == pytest.approx(peak_signal_noise_ratio(ca, cb, data_range=255), rel=1e-12)
-    assert s.item() == pytest.approx(structural_similarity(ca, cb, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False), rel=1e-9)
+    assert s.item() == pytest.approx(
+        structural_similarity(ca, cb, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False), rel=1e-9
+    )
     assert ssim(ya, ya).item() == pytest.approx(1.0)
 
 

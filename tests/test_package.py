@@ -37,7 +37,9 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_example(tmp_path):
     assert where.returncode == 0 and "site-packages" in where.stdout, where.stdout + where.stderr
     example = _run([py, ROOT / "examples" / "own_data.py"], env=env, cwd=work, timeout=600)
     assert example.returncode == 0 and "samples (2, 4, 3, 16, 16)" in example.stdout, example.stderr[-2000:]
-    code = ("from cnfkit.paper import paper_numbers; from cnfkit.data import REGISTRY; "
-            "print(paper_numbers('xiao_table1_accuracy')['MNIST'], len(REGISTRY['DRIVE'].files))")
+    code = (
+        "from cnfkit.paper import paper_numbers; from cnfkit.data import REGISTRY; "
+        "print(paper_numbers('xiao_table1_accuracy')['MNIST'], len(REGISTRY['DRIVE'].files))"
+    )
     data = _run([py, "-c", code], env=env, cwd=work, timeout=120)
     assert data.returncode == 0 and data.stdout.split() == ["0.984", "140"], data.stdout + data.stderr

@@ -14,12 +14,19 @@ def _fake_results(root):
     folder = root / "results" / "quick"
     folder.mkdir(parents=True)
     prov = {"provenance": {"wall_time_s": 60.0, "device": "cpu"}}
-    (folder / "mnist.json").write_text(json.dumps({**prov, "datasets": {
-        "MNIST": {"accuracy_forward_pass": 0.97, "accuracy_cnf_bayes": 0.96},
-        "FashionMNIST": {"accuracy_forward_pass": 0.88, "accuracy_cnf_bayes": 0.87}}}))
+    (folder / "mnist.json").write_text(
+        json.dumps(
+            {
+                **prov,
+                "datasets": {
+                    "MNIST": {"accuracy_forward_pass": 0.97, "accuracy_cnf_bayes": 0.96},
+                    "FashionMNIST": {"accuracy_forward_pass": 0.88, "accuracy_cnf_bayes": 0.87},
+                },
+            }
+        )
+    )
     s = {"bpd": 0.03, "bpd_std": 0.001, "f_score": 0.8, "f_score_std": 0.0}
-    (folder / "drive.json").write_text(json.dumps({**prov, "summary": {"cnf": s, "factored": s, "cnf_uniform": s},
-                                                   "human": {"f_score": 0.79}}))
+    (folder / "drive.json").write_text(json.dumps({**prov, "summary": {"cnf": s, "factored": s, "cnf_uniform": s}, "human": {"f_score": 0.79}}))
     return folder
 
 
@@ -78,8 +85,14 @@ def test_phase_timer_goes_into_the_provenance(tmp_path):
 def test_beyond_the_paper_tables_are_rendered_from_the_json(tmp_path):
     folder = _fake_results(tmp_path)
     doc = json.loads((folder / "drive.json").read_text())
-    extra = {"calibration": {"ece": 0.0123, "bins": {}}, "pr_distance_to_human": {"energy_distance": 0.04},
-             "ged": {"ged": 0.5}, "sample_diversity": 0.2, "vessel_width": 3.1, "uncertainty_auroc": 0.81}
+    extra = {
+        "calibration": {"ece": 0.0123, "bins": {}},
+        "pr_distance_to_human": {"energy_distance": 0.04},
+        "ged": {"ged": 0.5},
+        "sample_diversity": 0.2,
+        "vessel_width": 3.1,
+        "uncertainty_auroc": 0.81,
+    }
     for s in doc["summary"].values():
         s.update(extra)
     doc["human"].update({"vessel_width_annotation": 3.4, "vessel_width_second_observer": 3.0, "ged_between_annotators": 0.3})

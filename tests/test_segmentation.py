@@ -53,8 +53,12 @@ def test_weighted_bernoulli_is_normalised_and_its_numerator_is_the_training_loss
     for beta in (0.1, 0.5, 0.9):
         total = weighted_bernoulli_log_likelihood(logits, torch.ones_like(logits), beta, None)
         # per pixel, L(y=0) + L(y=1) = 1
-        per_pixel = [weighted_bernoulli_log_likelihood(logits[:, :, i : i + 1, j : j + 1], torch.full((3, 1, 1, 1), v, dtype=torch.float64), beta)
-                     for i in range(4) for j in range(4) for v in (0.0, 1.0)]
+        per_pixel = [
+            weighted_bernoulli_log_likelihood(logits[:, :, i : i + 1, j : j + 1], torch.full((3, 1, 1, 1), v, dtype=torch.float64), beta)
+            for i in range(4)
+            for j in range(4)
+            for v in (0.0, 1.0)
+        ]
         mass = torch.stack(per_pixel).reshape(16, 2, 3).exp().sum(1)
         torch.testing.assert_close(mass, torch.ones_like(mass))
         assert torch.isfinite(total).all()
@@ -114,8 +118,6 @@ def test_real_drive_split():
     assert abs(d.labels.mean().item() - 0.0876) < 1e-3 and abs(d.masks.mean().item() - 0.688) < 1e-3
     with pytest.raises(ValueError, match="split"):
         load_drive("validation", mirror=SHARED)
-
-
 
 
 def test_drive_batches_are_deterministic_augmented_crops():

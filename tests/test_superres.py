@@ -259,8 +259,20 @@ def test_torchrun_cli_trains_and_the_driver_reuses_its_checkpoints(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cnfkit.experiments.superres",
-           "--profile", "smoke", "--checkpoint-dir", str(tmp_path), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "cnfkit.experiments.superres",
+        "--profile",
+        "smoke",
+        "--checkpoint-dir",
+        str(tmp_path),
+        "--no-progress",
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=root, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = sr.config("smoke")
@@ -269,9 +281,17 @@ def test_torchrun_cli_trains_and_the_driver_reuses_its_checkpoints(tmp_path):
     assert all(c["step"] == cfg.steps and len(c["rng"]) == 2 for c in ckpts.values())  # written by 2 processes
     g = torch.Generator().manual_seed(0)
     imgs = [torch.randint(0, 256, (3, 136, 140), generator=g, dtype=torch.uint8)]
-    out = sr.run(cfg, progress=False, device="cpu", checkpoint_dir=tmp_path,
-                 data={"train": sr.load_sr_images("BSDS500_train_test", "train")[0], "test": sr.load_sr_images("BSDS500_train_test", "test")[0],
-                       "test_sets": {"Set5": imgs}})
+    out = sr.run(
+        cfg,
+        progress=False,
+        device="cpu",
+        checkpoint_dir=tmp_path,
+        data={
+            "train": sr.load_sr_images("BSDS500_train_test", "train")[0],
+            "test": sr.load_sr_images("BSDS500_train_test", "test")[0],
+            "test_sets": {"Set5": imgs},
+        },
+    )
     for name in ("cnf", "baseline"):
         assert out["train_time_s"][f"{name}_32"] == ckpts[name]["wall_time"]  # loaded, not retrained
         for k, v in out["models"][32][name].state_dict().items():

@@ -64,11 +64,7 @@ def test_xiao_flow_log_prob_is_equation_9():
     onehot = torch.nn.functional.one_hot(labels, 8).double()
     xp = pad(x.double(), 10, 0.05, g)
     out, logdet = flow.encode(xp)  # the couplings need no label
-    expected = (
-        standard_normal_log_prob(out[:, :2])
-        + gaussian_log_prob(out[:, 2:], onehot, torch.full_like(out[:, 2:], math.log(0.1)))
-        + logdet
-    )
+    expected = standard_normal_log_prob(out[:, :2]) + gaussian_log_prob(out[:, 2:], onehot, torch.full_like(out[:, 2:], math.log(0.1))) + logdet
     torch.testing.assert_close(flow(xp, onehot), expected)
     # inverse pass: a sample for a label decodes to a padded point whose forward pass recovers it
     s = flow.sample(onehot, generator=torch.Generator().manual_seed(1))

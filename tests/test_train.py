@@ -94,8 +94,17 @@ def test_train_steps_checkpoints_and_reuses_a_finished_run(tmp_path):
     assert ckpt["step"] == 20 and ckpt["config"]["checkpoint_every"] == 1  # steps // 20 by default
     fresh, _, _ = make_problem(seed=1)  # other initial parameters: the checkpoint must replace them
     calls = []
-    _history, wall2 = train_steps(fresh, lambda m, b: calls.append(1) or loss_fn(m, b), sampler(x, y), steps=20, lr=1e-2, seed=5,
-                                 checkpoint_dir=tmp_path, progress=False, device="cpu")
+    _history, wall2 = train_steps(
+        fresh,
+        lambda m, b: calls.append(1) or loss_fn(m, b),
+        sampler(x, y),
+        steps=20,
+        lr=1e-2,
+        seed=5,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        device="cpu",
+    )
     assert not calls and wall2 == wall  # nothing trained again; the recorded wall time is the first run's
     _assert_same(_params(fresh), _params(model))
 

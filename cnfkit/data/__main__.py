@@ -15,10 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.names or sorted(REGISTRY)
     print(f"data root: {data_root()}   mirror: {mirror_root() or '(none)'}")
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        print(f"unknown dataset(s): {', '.join(unknown)}; known: {', '.join(sorted(REGISTRY))}", file=sys.stderr)
+        return 2
     status = 0
     for name in names:
         if args.command == "list":
-            spec = REGISTRY.get(name)
+            spec = REGISTRY[name]
             print(f"{name:20s} {len(spec.files):4d} files  {'download' if spec.urls else 'manual'}")
             continue
         try:

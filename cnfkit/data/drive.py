@@ -90,8 +90,13 @@ def load_drive(split: str = "training", **dataset_kwargs) -> DriveSplit:
     return out
 
 
-def affine_matrices(n: int, generator: torch.Generator | None = None, rotation_deg: float = 360.0,
-                    scale: tuple[float, float] = (0.8, 1.2), shear_std_deg: float = 10.0) -> Tensor:
+def affine_matrices(
+    n: int,
+    generator: torch.Generator | None = None,
+    rotation_deg: float = 360.0,
+    scale: tuple[float, float] = (0.8, 1.2),
+    shear_std_deg: float = 10.0,
+) -> Tensor:
     """``[n, 2, 3]`` random affine maps (normalised coordinates): rotation uniform in
     ``[0, rotation_deg)``, isotropic scale uniform in ``scale``, shear ~ N(0, shear_std_deg)."""
     theta = torch.rand(n, generator=generator) * math.radians(rotation_deg)
@@ -103,8 +108,9 @@ def affine_matrices(n: int, generator: torch.Generator | None = None, rotation_d
     return torch.cat([a, torch.zeros(n, 2, 1)], dim=2)
 
 
-def random_affine(images: Tensor, labels: Tensor, masks: Tensor, generator: torch.Generator | None = None,
-                  matrices: Tensor | None = None, **kwargs) -> tuple[Tensor, Tensor, Tensor]:
+def random_affine(
+    images: Tensor, labels: Tensor, masks: Tensor, generator: torch.Generator | None = None, matrices: Tensor | None = None, **kwargs
+) -> tuple[Tensor, Tensor, Tensor]:
     """Apply the *same* random affine map to each image, its label and its mask (Winkler et al.'s
     augmentation: 360-degree rotation, scaling in [0.8, 1.2], shear ~ N(0, 10 degrees)).
 

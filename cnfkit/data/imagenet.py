@@ -183,8 +183,9 @@ def _pack(files: list[Path], base: Path, size: int, release: str, out: Path, pro
             tmp.unlink()
 
 
-def load_imagenet(size: int, split: str = "train", release: str = "png", *, root=None, mirror=None, progress: bool = True,
-                  expect_count: int | None = None) -> ImageNetArray:
+def load_imagenet(
+    size: int, split: str = "train", release: str = "png", *, root=None, mirror=None, progress: bool = True, expect_count: int | None = None
+) -> ImageNetArray:
     """One split of downsampled ImageNet as a memory-mapped uint8 array (packed on first use).
 
     ``expect_count``: the number of images the split must have (``None``: no check; the real

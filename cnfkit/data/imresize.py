@@ -20,6 +20,7 @@ after the first dimension as well as at the end.  Float input is never rounded.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -63,7 +64,7 @@ def _resize_dim(img: Tensor, dim: int, out_len: int, scale: float, antialias: bo
     return (gathered * w).sum(dim=-1).movedim(-1, dim)
 
 
-def imresize(img: Tensor, scale: float | None = None, output_size: tuple[int, int] | None = None, antialias: bool = True) -> Tensor:
+def imresize(img: Tensor, scale: float | None = None, output_size: Sequence[int] | None = None, antialias: bool = True) -> Tensor:
     """Resize the last two dimensions of ``img`` like MATLAB's ``imresize(img, scale, 'bicubic')``.
 
     ``img`` is ``[..., H, W]`` (e.g. ``[C, H, W]`` or ``[B, C, H, W]``), float or uint8.  Give either
@@ -80,8 +81,9 @@ def imresize(img: Tensor, scale: float | None = None, output_size: tuple[int, in
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"scale must be a finite positive number, got {scale!r}")
         scales = (float(scale), float(scale))
-        sizes = (math.ceil(scale * h), math.ceil(scale * w))
+        sizes: tuple[int, ...] = (math.ceil(scale * h), math.ceil(scale * w))
     else:
+        assert output_size is not None  # exactly one of scale and output_size, checked above
         sizes = tuple(output_size)
         if len(sizes) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
             raise ValueError(f"output_size must be two positive ints (H, W), got {output_size!r}")

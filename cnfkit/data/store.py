@@ -239,4 +239,3 @@ def dataset_file(name: str, path: str, **kwargs) -> Path:
     if spec is not None:
         spec.file(path)  # raises KeyError for a file the dataset does not have
     return dataset_dir(name, **kwargs) / path
-

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..profiles import Config, select
-from ..results import phase
+from ..results import curve_summary, phase
 from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
 from ..train import EpochSampler, train_steps
 
@@ -125,7 +126,7 @@ def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None =
     x_tr, y_tr = binary_shapes(cfg.n_train, cfg.size, g)
     x_te, y_te = binary_shapes(cfg.n_test, cfg.size, g)
     d = y_te[0].numel()
-    builders = {
+    builders: dict[str, Callable[[], SegmentationCNF | FactoredBernoulli]] = {
         "cnf": lambda: SegmentationCNF(1, "binary", hidden=cfg.hidden, widths=cfg.widths),
         "cnf_uniform": lambda: SegmentationCNF(1, "uniform", hidden=cfg.hidden, widths=cfg.widths),
         "factored": lambda: FactoredBernoulli(1, cfg.hidden, cfg.widths, beta=cfg.beta),
@@ -135,16 +136,27 @@ def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None =
         torch.manual_seed(cfg.seed)  # before building: the initial parameters come from the seeded generator too
         model = out["models"][name] = build()
         loss = (lambda m, b: m.loss(b[1], b[0]).mean() / d) if name == "factored" else (lambda m, b: -m(b[1], b[0]).mean() / d)
-        history, wall = train_steps(model, loss, EpochSampler((x_tr, y_tr), cfg.batch, seed=cfg.seed), steps=cfg.steps, lr=cfg.lr,
-                                    seed=cfg.seed, progress=progress, desc=f"binary-deq/{name}", device=device, timer=timer)
+        history, wall = train_steps(
+            model,
+            loss,
+            EpochSampler((x_tr, y_tr), cfg.batch, seed=cfg.seed),
+            steps=cfg.steps,
+            lr=cfg.lr,
+            seed=cfg.seed,
+            progress=progress,
+            desc=f"binary-deq/{name}",
+            device=device,
+            timer=timer,
+        )
         model.cpu().eval()
         with torch.no_grad(), phase(timer, "evaluation"):
-            if name == "factored":
+            if isinstance(model, FactoredBernoulli):
                 ll = weighted_bernoulli_log_likelihood(model.logits(x_te), y_te, cfg.beta)
             else:
                 ll = torch.cat([model(y_te[i : i + 256], x_te[i : i + 256]) for i in range(0, cfg.n_test, 256)])
         out["metrics"][name] = {"test_bpd": (-ll.mean() / (d * math.log(2))).item(), "train_time_s": wall}
         out["histories"][name] = [(h["step"], h["loss"] / math.log(2)) for h in history if "loss" in h]
+        out["metrics"][name]["learning_curve"] = curve_summary(history)
     out["data"] = (x_te[:8], y_te[:8])
     return out
 

@@ -31,8 +31,9 @@ def main(experiment: str, train: Callable[..., object], argv: list[str] | None =
     from ..train import TrainingInterrupted, init_distributed
     from ..utils import set_threads
 
-    p = argparse.ArgumentParser(prog=f"python -m cnfkit.experiments.{experiment}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=f"python -m cnfkit.experiments.{experiment}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--profile", required=True, help="smoke, quick or full")
     p.add_argument("--checkpoint-dir", required=True, help="where checkpoints go (make reproduce uses results/<profile>/checkpoints)")
     p.add_argument("--device", default="auto", help="auto (one CUDA device per process when available), cpu, cuda:N")

@@ -28,18 +28,30 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data.drive import DriveSplit, load_drive, random_affine
 from ..data.transforms import crop_to, pad_to_multiple
 from ..metrics import f_score, max_f_score, pr_curve, precision_recall
 from ..profiles import Config, select
-from ..results import phase
+from ..results import curve_summary, phase
 from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
 
-__all__ = ["BPD_DEFINITION", "CONFIGS", "MODELS", "DriveConfig", "build_model", "config", "evaluate", "make_batches", "train_model"]
+__all__ = [
+    "BPD_DEFINITION",
+    "CONFIGS",
+    "MODELS",
+    "DriveConfig",
+    "build_model",
+    "config",
+    "evaluate",
+    "make_batches",
+    "threshold_statistics",
+    "threshold_view",
+    "train_model",
+]
 
 MODELS = ("factored", "cnf_uniform", "cnf")
 BPD_DEFINITION = (
@@ -76,7 +88,7 @@ class DriveConfig(Config):
 CONFIGS = {
     "smoke": DriveConfig(pad_to=592, crop=32, batch=2, steps=30, n_samples=2, n_scatter=1, test_images=2, hidden=8, widths=(8, 16, 16)),
     # about 6 minutes per model on a 2-core CPU: random 96x96 crops, 5000 steps, 20 samples, 1 seed
-    "quick": DriveConfig(pad_to=592, crop=96, batch=4, steps=5000, n_samples=20, n_scatter=5, test_images=20),
+    "quick": DriveConfig(pad_to=592, crop=96, batch=4, steps=2000, n_samples=20, n_scatter=5, test_images=20),
     # the paper: 1024x1024 padding, batch 2, 2000 epochs of 20 images, 100 samples, 5 runs
     "full": DriveConfig(pad_to=1024, crop=1024, batch=2, steps=20000, n_samples=100, n_scatter=10, test_images=20, seeds=(0, 1, 2, 3, 4)),
 }
@@ -89,7 +101,7 @@ def config(profile: str | None, dry_run: bool = False) -> DriveConfig:
     return cfg
 
 
-def build_model(name: str, cfg: DriveConfig) -> nn.Module:
+def build_model(name: str, cfg: DriveConfig) -> SegmentationCNF | FactoredBernoulli:
     if name == "factored":
         return FactoredBernoulli(3, cfg.hidden, cfg.widths, cfg.beta)
     if name in ("cnf", "cnf_uniform"):
@@ -97,35 +109,42 @@ def build_model(name: str, cfg: DriveConfig) -> nn.Module:
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
 
 
-def make_batches(train: DriveSplit, cfg: DriveConfig, seed: int):
-    """``batches(step) -> (x, y)``: augmented random crops, a pure function of the step."""
-    x_all, _ = pad_to_multiple(train.images, cfg.pad_to, square=True)
-    y_all, _ = pad_to_multiple(train.labels, cfg.pad_to, square=True)
-    m_all, _ = pad_to_multiple(train.masks, cfg.pad_to, square=True)
-    sampler = EpochSampler((torch.arange(len(train)),), cfg.batch, seed=seed)
+class DriveBatches:
+    """``batches(step) -> (x, y)``: augmented random crops of the training images, a pure function of the step."""
 
-    # Augmenting only a window around the crop is ~6x cheaper than the whole padded image: the window
-    # (2.4 x the crop) holds the crop's pre-image under scalings >= 0.8 and shears up to ~3 sigma.
-    window = min(cfg.pad_to, 2 * math.ceil(1.2 * cfg.crop))
+    def __init__(self, train: DriveSplit, cfg: DriveConfig, seed: int) -> None:
+        self.train, self.cfg, self.seed = train, cfg, seed
+        self.x_all, _ = pad_to_multiple(train.images, cfg.pad_to, square=True)
+        self.y_all, _ = pad_to_multiple(train.labels, cfg.pad_to, square=True)
+        self.m_all, _ = pad_to_multiple(train.masks, cfg.pad_to, square=True)
+        self.sampler = EpochSampler((torch.arange(len(train)),), cfg.batch, seed=seed)
+        # Augmenting only a window around the crop is ~6x cheaper than the whole padded image: the window
+        # (2.4 x the crop) holds the crop's pre-image under scalings >= 0.8 and shears up to ~3 sigma.
+        self.window = min(cfg.pad_to, 2 * math.ceil(1.2 * cfg.crop))
 
-    def batches(step: int) -> tuple[Tensor, Tensor]:
-        (idx,) = sampler(step)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    def __call__(self, step: int) -> tuple[Tensor, Tensor]:
+        cfg, window = self.cfg, self.window
+        (idx,) = self.sampler(step)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         i, j = torch.randint(0, cfg.pad_to - window + 1, (2,), generator=g).tolist()
         win = (idx, slice(None), slice(i, i + window), slice(j, j + window))  # copies only the window
-        x, y, _ = random_affine(x_all[win], y_all[win], m_all[win], g)
+        x, y, _ = random_affine(self.x_all[win], self.y_all[win], self.m_all[win], g)
         o = (window - cfg.crop) // 2
         return x[..., o : o + cfg.crop, o : o + cfg.crop], y[..., o : o + cfg.crop, o : o + cfg.crop]
 
-    def fingerprint() -> str:  # the same on every rank, so a checkpoint written under torchrun is reused by one process
+    def fingerprint(self) -> str:
+        """The same on every rank, so a checkpoint written under torchrun is reused by one process."""
         from ..train import _tensor_digest
 
-        h = hashlib.sha256(f"drive batch={cfg.batch} crop={cfg.crop} pad={cfg.pad_to} seed={seed}".encode())
-        _tensor_digest(h, (train.images, train.labels, train.masks))
+        cfg = self.cfg
+        h = hashlib.sha256(f"drive batch={cfg.batch} crop={cfg.crop} pad={cfg.pad_to} seed={self.seed}".encode())
+        _tensor_digest(h, (self.train.images, self.train.labels, self.train.masks))
         return h.hexdigest()[:16]
 
-    batches.fingerprint = fingerprint
-    return batches
+
+def make_batches(train: DriveSplit, cfg: DriveConfig, seed: int) -> DriveBatches:
+    """``batches(step) -> (x, y)``: augmented random crops, a pure function of the step."""
+    return DriveBatches(train, cfg, seed)
 
 
 def _loss(name: str):
@@ -134,18 +153,33 @@ def _loss(name: str):
     return lambda m, b: -m(b[1], b[0]).mean() / b[1][0].numel()
 
 
-def train_model(name: str, train: DriveSplit, cfg: DriveConfig, seed: int, progress: bool = True, checkpoint_dir=None,
-                device: str | None = None, timer=None) -> tuple[nn.Module, float]:
+def train_model(
+    name: str, train: DriveSplit, cfg: DriveConfig, seed: int, progress: bool = True, checkpoint_dir=None, device: str | None = None, timer=None
+) -> tuple[SegmentationCNF | FactoredBernoulli, float, dict[str, float] | None]:
     """Train one model on ``device`` (``None``: CUDA when available); it stays there, in eval mode.
+    Returns ``(model, training wall time, where its learning curve ended)`` (:func:`cnfkit.results.curve_summary`).
 
     With ``checkpoint_dir`` an interrupted run resumes and a finished one is reloaded."""
     torch.manual_seed(seed)
     model = build_model(name, cfg)
-    _, wall = train_steps(model, _loss(name), make_batches(train, cfg, seed), steps=cfg.steps, lr=cfg.lr, seed=seed,
-                          checkpoint_dir=checkpoint_dir, progress=progress, desc=f"drive/{name}/seed{seed}", device=device,
-                          channels_last=cfg.channels_last, compile=cfg.compile, autocast=cfg.autocast, timer=timer,
-                          fingerprint={"experiment": "drive", "model": name, "seed": seed, "config": cfg.to_dict()})
-    return model.eval(), wall
+    history, wall = train_steps(
+        model,
+        _loss(name),
+        make_batches(train, cfg, seed),
+        steps=cfg.steps,
+        lr=cfg.lr,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        desc=f"drive/{name}/seed{seed}",
+        device=device,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        autocast=cfg.autocast,
+        timer=timer,
+        fingerprint={"experiment": "drive", "model": name, "seed": seed, "config": cfg.to_dict()},
+    )
+    return model.eval(), wall, curve_summary(history)
 
 
 def _test_tensors(test: DriveSplit, cfg: DriveConfig):
@@ -160,7 +194,7 @@ def _chunks(n: int, size: int):
 
 
 @torch.no_grad()
-def evaluate(name: str, model: nn.Module, test: DriveSplit, cfg: DriveConfig, seed: int) -> dict[str, Any]:
+def evaluate(name: str, model: SegmentationCNF | FactoredBernoulli, test: DriveSplit, cfg: DriveConfig, seed: int) -> dict[str, Any]:
     """bpd, PR curve, max F-score, per-sample precision/recall and the soft maps of one model.
 
     Batched: ``cfg.eval_batch`` maps (images for bits/dim, samples for the soft maps) per forward
@@ -175,27 +209,31 @@ def evaluate(name: str, model: nn.Module, test: DriveSplit, cfg: DriveConfig, se
     bits = torch.empty(n, dtype=torch.float64)
     for rows in _chunks(n, cfg.eval_batch):
         xb, yb = x[rows.start : rows.stop].to(dev), y_pad[rows.start : rows.stop].to(dev)
-        if name == "factored":
+        if isinstance(model, FactoredBernoulli):
             ll = weighted_bernoulli_log_likelihood(model.logits(xb), yb, cfg.beta)
         else:
             ll = model(yb, xb, generator=row_generators(seed, [(i, "dequantization") for i in rows], "drive-eval"))
         bits[rows.start : rows.stop] = (-ll.double() / math.log(2) / n_pixels).cpu()
-    n_draws = max(cfg.n_samples, cfg.n_scatter) if name != "factored" else cfg.n_scatter
-    soft, scatter, samples = [], [], []
+    factored = isinstance(model, FactoredBernoulli)
+    n_draws = cfg.n_scatter if factored else max(cfg.n_samples, cfg.n_scatter)
+    soft: list[Tensor] = []
+    scatter: list[tuple[float, float]] = []
+    samples: list[Tensor] = []
     for i in range(n):
         xi = x[i : i + 1].to(dev)
-        feats = model.conditioning(xi) if name != "factored" else None
-        p = model.soft_map(xi) if name == "factored" else None
-        total, kept = torch.zeros((1, 1, *xi.shape[-2:]), device=dev), []
+        hw = (xi.shape[-2], xi.shape[-1])
+        feats = None if isinstance(model, FactoredBernoulli) else model.conditioning(xi)
+        p = model.soft_map(xi) if isinstance(model, FactoredBernoulli) else None
+        total, kept = torch.zeros((1, 1, *hw), device=dev), list[Tensor]()
         for js in _chunks(n_draws, cfg.eval_batch):
             gens = row_generators(seed, [(i, j) for j in js], "drive-eval")
-            if name == "factored":
+            if isinstance(model, FactoredBernoulli):
                 d = model.sample(None, gens, num_samples=len(js), probs=p)
             else:
-                d = model.sample(None, generator=gens, features=feats, num_samples=len(js), size=tuple(xi.shape[-2:]))
+                d = model.sample(None, generator=gens, features=feats, num_samples=len(js), size=hw)
             total += d[: max(0, min(cfg.n_samples, js.stop) - js.start)].sum(0, keepdim=True)
             kept.extend(d[: max(0, min(cfg.n_scatter, js.stop) - js.start)].cpu())
-        s = p if name == "factored" else total / cfg.n_samples
+        s = p if p is not None else total / cfg.n_samples
         soft.append(crop_to(s, size).cpu())
         kept = [crop_to(d[None], size)[0] for d in kept]
         samples.append(torch.stack(kept))
@@ -258,14 +296,24 @@ def probabilistic_evaluation(name: str, ev: dict[str, Any], test: DriveSplit, cf
 
 def human_observer(test: DriveSplit, cfg: DriveConfig) -> dict[str, Any]:
     """The second observer against the first: per-image precision/recall and pooled F-score."""
+    if test.second is None:
+        raise ValueError("the test split has no second annotation (DRIVE's 2nd_manual): no human observer to compare")
     n = min(cfg.test_images, len(test))
     pr = [precision_recall(test.second[i : i + 1], test.labels[i : i + 1], test.masks[i : i + 1]) for i in range(n)]
     p, r = precision_recall(test.second[:n], test.labels[:n], test.masks[:n])
     return {"f_score": f_score(p, r), "precision": p, "recall": r, "sample_precision_recall": pr}
 
 
-def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = True, data=None, device: str | None = None,
-        checkpoint_dir=None, timer=None, train_only: bool = False) -> dict[str, Any]:
+def run(
+    cfg: DriveConfig,
+    models: tuple[str, ...] = MODELS,
+    progress: bool = True,
+    data=None,
+    device: str | None = None,
+    checkpoint_dir=None,
+    timer=None,
+    train_only: bool = False,
+) -> dict[str, Any]:
     """Train and evaluate every model for every seed; mean and std over seeds.
 
     ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
@@ -275,7 +323,7 @@ def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = Tru
     for name in models:
         for seed in cfg.seeds:
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"drive-{cfg.digest()}" / name / f"seed{seed}"
-            model, wall = train_model(name, train, cfg, seed, progress, ckpt, device, timer)
+            model, wall, curve = train_model(name, train, cfg, seed, progress, ckpt, device, timer)
             if train_only:  # training only (the command line under torchrun)
                 continue
             with phase(timer, "evaluation"):
@@ -283,14 +331,18 @@ def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = Tru
                 human = human_observer(test, cfg)["sample_precision_recall"] if test.second is not None else None
                 ev["probabilistic"] = probabilistic_evaluation(name, ev, test, cfg, human)
             ev["train_time_s"] = wall
+            ev["learning_curve"] = curve
             out["runs"][name].append(ev)
         runs = out["runs"][name]
         if not runs:
             continue
         out["summary"][name] = {
-            "bpd": float(np.mean([r["bpd"] for r in runs])), "bpd_std": float(np.std([r["bpd"] for r in runs])),
-            "f_score": float(np.mean([r["max_f_score"] for r in runs])), "f_score_std": float(np.std([r["max_f_score"] for r in runs])),
-            "train_time_s": float(np.mean([r["train_time_s"] for r in runs])), "seeds": list(cfg.seeds),
+            "bpd": float(np.mean([r["bpd"] for r in runs])),
+            "bpd_std": float(np.std([r["bpd"] for r in runs])),
+            "f_score": float(np.mean([r["max_f_score"] for r in runs])),
+            "f_score_std": float(np.std([r["max_f_score"] for r in runs])),
+            "train_time_s": float(np.mean([r["train_time_s"] for r in runs])),
+            "seeds": list(cfg.seeds),
         }
     if train_only:
         return out
@@ -304,8 +356,13 @@ def run(cfg: DriveConfig, models: tuple[str, ...] = MODELS, progress: bool = Tru
         out["human"]["vessel_width_second_observer"] = float(np.mean([vessel_width(test.second[i, 0] * test.masks[i, 0]) for i in range(n)]))
     for name in models:  # the beyond-paper metrics of the first seed, by key (drive.json)
         first = out["runs"][name][0]["probabilistic"]
-        out["summary"][name].update({k: first[k] for k in ("calibration", "pr_distance_to_human", "ged", "sample_diversity", "vessel_width",
-                                                           "uncertainty_auroc") if k in first})
+        out["summary"][name].update(
+            {
+                k: first[k]
+                for k in ("calibration", "pr_distance_to_human", "ged", "sample_diversity", "vessel_width", "uncertainty_auroc")
+                if k in first
+            }
+        )
     return out
 
 
@@ -324,15 +381,23 @@ def probabilistic_table(result: dict[str, Any]):
     rows = []
     for name in result["summary"]:
         s = result["summary"][name]
-        rows.append({"model": LABELS[name], "ECE": s["calibration"]["ece"],
-                     "PR energy distance to 2nd grader": (s.get("pr_distance_to_human") or {}).get("energy_distance"),
-                     "GED to the 2 graders": (s.get("ged") or {}).get("ged"), "sample diversity (1 - IoU)": s.get("sample_diversity"),
-                     "vessel width [px]": s["vessel_width"], "uncertainty AUROC for errors": s["uncertainty_auroc"]})
+        rows.append(
+            {
+                "model": LABELS[name],
+                "ECE": s["calibration"]["ece"],
+                "PR energy distance to 2nd grader": (s.get("pr_distance_to_human") or {}).get("energy_distance"),
+                "GED to the 2 graders": (s.get("ged") or {}).get("ged"),
+                "sample diversity (1 - IoU)": s.get("sample_diversity"),
+                "vessel width [px]": s["vessel_width"],
+                "uncertainty AUROC for errors": s["uncertainty_auroc"],
+            }
+        )
     h = result.get("human")
     if h and "vessel_width_annotation" in h:
         rows.append({"model": "1st grader (annotation)", "vessel width [px]": h["vessel_width_annotation"]})
-        rows.append({"model": "2nd grader", "vessel width [px]": h["vessel_width_second_observer"],
-                     "sample diversity (1 - IoU)": h["ged_between_annotators"]})
+        rows.append(
+            {"model": "2nd grader", "vessel width [px]": h["vessel_width_second_observer"], "sample diversity (1 - IoU)": h["ged_between_annotators"]}
+        )
     return pd.DataFrame(rows).set_index("model")
 
 
@@ -365,6 +430,61 @@ def plot_pr(result: dict[str, Any], paper: dict[str, Any] | None = None):
         ax.set_ylabel("precision")
         ax.set_title(title)
         ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def threshold_statistics(result: dict[str, Any], test: DriveSplit, threshold: float) -> dict[str, dict[str, float]]:
+    """Per model, the soft map (mean of samples; the factored model's p) thresholded at ``threshold``
+    over the first run's test images, inside the field of view: precision, recall, F-score, the
+    fraction of FOV pixels called vessel, and the mean soft value.  Aggregates only: no pixels."""
+    if not math.isfinite(threshold) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    out = {}
+    for name, runs in result["runs"].items():
+        soft = runs[0]["soft_maps"]
+        n = soft.shape[0]
+        y, mask = test.labels[:n], test.masks[:n]
+        p, r = precision_recall((soft >= threshold).float(), y, mask)
+        inside = mask > 0.5
+        out[name] = {
+            "precision": p,
+            "recall": r,
+            "f_score": f_score(p, r),
+            "vessel_fraction": float((soft >= threshold)[inside].float().mean()),
+            "mean_soft_value": float(soft[inside].mean()),
+        }
+    return out
+
+
+def threshold_view(result: dict[str, Any], test: DriveSplit, threshold: float):
+    """The threshold slider's figure: every model's PR curve with its operating point at
+    ``threshold`` (left) and that point's precision, recall, F-score and vessel fraction (right)."""
+    import matplotlib.pyplot as plt
+
+    stats = threshold_statistics(result, test, threshold)
+    colours = {"factored": "tab:blue", "cnf_uniform": "tab:orange", "cnf": "tab:red"}
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
+    for name, runs in result["runs"].items():
+        pr = runs[0]["pr_curve"]
+        a.plot(pr["recall"], pr["precision"], color=colours[name], label=LABELS[name])
+        a.scatter([stats[name]["recall"]], [stats[name]["precision"]], color=colours[name], s=60, edgecolor="black", zorder=3)
+    a.set_xlim(0.3, 1)
+    a.set_ylim(0.3, 1)
+    a.set_xlabel("recall")
+    a.set_ylabel("precision")
+    a.set_title(f"operating point at threshold {threshold:.2f}")
+    a.legend(fontsize=8, loc="lower left")
+    keys = ("precision", "recall", "f_score", "vessel_fraction")
+    width = 0.8 / len(stats)
+    for k, (name, st) in enumerate(stats.items()):
+        xs = np.arange(len(keys)) + k * width
+        b.bar(xs, [st[q] for q in keys], width, color=colours[name], label=LABELS[name])
+        for x_, q in zip(xs, keys):
+            b.text(x_, st[q] + 0.01, f"{st[q]:.2f}", ha="center", fontsize=7)
+    b.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, ["precision", "recall", "F-score", "vessel fraction\n(of the FOV)"])
+    b.set_ylim(0, 1.1)
+    b.set_title("soft map thresholded (test images, inside the FOV)")
     fig.tight_layout()
     return fig
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..data.mnist import load_mnist
 from ..flows import VectorFlow
 from ..profiles import Config, select
-from ..results import phase
+from ..results import curve_summary, phase
 from ..toy import pad, xiao_flow
 from ..train import EpochSampler, train_steps
 
@@ -45,16 +45,28 @@ class ConvAutoencoder(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, 64, 4, 2, 1), nn.LeakyReLU(0.1),
-            nn.Conv2d(64, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.1),
-            nn.Flatten(), nn.Linear(128 * 7 * 7, 1024), nn.BatchNorm1d(1024), nn.LeakyReLU(0.1),
+            nn.Conv2d(1, 64, 4, 2, 1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(64, 128, 4, 2, 1),
+            nn.BatchNorm2d(128),
+            nn.LeakyReLU(0.1),
+            nn.Flatten(),
+            nn.Linear(128 * 7 * 7, 1024),
+            nn.BatchNorm1d(1024),
+            nn.LeakyReLU(0.1),
             nn.Linear(1024, latent_dim),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, 1024), nn.BatchNorm1d(1024), nn.ReLU(),
-            nn.Linear(1024, 128 * 7 * 7), nn.BatchNorm1d(128 * 7 * 7), nn.ReLU(),
+            nn.Linear(latent_dim, 1024),
+            nn.BatchNorm1d(1024),
+            nn.ReLU(),
+            nn.Linear(1024, 128 * 7 * 7),
+            nn.BatchNorm1d(128 * 7 * 7),
+            nn.ReLU(),
             nn.Unflatten(1, (128, 7, 7)),
-            nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.ConvTranspose2d(128, 64, 4, 2, 1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
             nn.ConvTranspose2d(64, 1, 4, 2, 1),
         )
 
@@ -100,7 +112,7 @@ class MNISTConfig(Config):
 CONFIGS = {
     "smoke": MNISTConfig(n_train=2048, n_test=1000, ae_epochs=1, ae_batch=128, flow_epochs=4, flow_batch=128, flow_blocks=2, flow_hidden=32),
     # full training sets on a 2-core CPU in minutes: fewer auto-encoder epochs than GLF
-    "quick": MNISTConfig(n_train=60000, n_test=10000, ae_epochs=4, ae_batch=128, flow_epochs=60, flow_batch=256, flow_blocks=4, flow_hidden=128),
+    "quick": MNISTConfig(n_train=60000, n_test=10000, ae_epochs=2, ae_batch=128, flow_epochs=20, flow_batch=256, flow_blocks=4, flow_hidden=128),
     # GLF's flow (4 blocks x 64 hidden) with many more epochs, and a longer auto-encoder schedule
     "full": MNISTConfig(n_train=60000, n_test=10000, ae_epochs=40, ae_batch=256, flow_epochs=200, flow_batch=256, flow_blocks=4, flow_hidden=64),
 }
@@ -118,10 +130,21 @@ def _train(model, loss_fn, tensors, batch, epochs, lr, cfg, desc, progress, devi
     """Train on ``device``; the model comes back on the CPU, where the (small) evaluation runs."""
     sampler = EpochSampler(tensors, batch, seed=cfg.seed)
     steps = max(1, epochs * sampler.per_epoch)
-    _, wall = train_steps(model, loss_fn, sampler, steps=steps, lr=lr, seed=cfg.seed, desc=desc, progress=progress, device=device, timer=timer,
-                          checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"mnist-{cfg.digest()}" / desc.replace("/", "_").replace(" ", "_"))
+    history, wall = train_steps(
+        model,
+        loss_fn,
+        sampler,
+        steps=steps,
+        lr=lr,
+        seed=cfg.seed,
+        desc=desc,
+        progress=progress,
+        device=device,
+        timer=timer,
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"mnist-{cfg.digest()}" / desc.replace("/", "_").replace(" ", "_"),
+    )
     model.cpu()
-    return wall, steps
+    return wall, history
 
 
 @torch.no_grad()
@@ -185,13 +208,25 @@ def run_dataset(
     x_tr, y_tr = _images(x_tr[idx]), y_tr[idx]
     x_te, y_te = _images(x_te[: cfg.n_test]), y_te[: cfg.n_test]
     times: dict[str, float] = {}
+    curves: dict[str, Any] = {}
 
     torch.manual_seed(cfg.seed)
     ae = ConvAutoencoder(cfg.latent_dim)
-    times["autoencoder"], _ = _train(
-        ae, lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[0], reduction="sum") / b[0].shape[0],
-        (x_tr,), cfg.ae_batch, cfg.ae_epochs, cfg.ae_lr, cfg, f"{name}/autoencoder", progress, device, timer, checkpoint_dir,
+    times["autoencoder"], hist = _train(
+        ae,
+        lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[0], reduction="sum") / b[0].shape[0],
+        (x_tr,),
+        cfg.ae_batch,
+        cfg.ae_epochs,
+        cfg.ae_lr,
+        cfg,
+        f"{name}/autoencoder",
+        progress,
+        device,
+        timer,
+        checkpoint_dir,
     )
+    curves["autoencoder"] = curve_summary(hist)
     u_tr, u_te = _encode_all(ae, x_tr), _encode_all(ae, x_te)
     mean, std = u_tr.mean(0), u_tr.std(0) + 1e-6
     s_tr, s_te = (u_tr - mean) / std, (u_te - mean) / std
@@ -200,17 +235,48 @@ def run_dataset(
         recon_bce = F.binary_cross_entropy(ae.decode(u_te), x_te).item()
 
     torch.manual_seed(cfg.seed)
-    flow = xiao_flow(cfg.latent_dim, cfg.label_dim, cfg.latent_dim, blocks=cfg.flow_blocks, hidden=cfg.flow_hidden, layers=cfg.flow_layers, label_noise=cfg.label_noise)
-    dim = cfg.latent_dim + cfg.label_dim
-    times["xiao_flow"], _ = _train(
-        flow, lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(),
-        (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/xiao flow", progress, device, timer, checkpoint_dir,
+    flow = xiao_flow(
+        cfg.latent_dim,
+        cfg.label_dim,
+        cfg.latent_dim,
+        blocks=cfg.flow_blocks,
+        hidden=cfg.flow_hidden,
+        layers=cfg.flow_layers,
+        label_noise=cfg.label_noise,
     )
+    dim = cfg.latent_dim + cfg.label_dim
+    times["xiao_flow"], hist = _train(
+        flow,
+        lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(),
+        (s_tr, onehot),
+        cfg.flow_batch,
+        cfg.flow_epochs,
+        cfg.flow_lr,
+        cfg,
+        f"{name}/xiao flow",
+        progress,
+        device,
+        timer,
+        checkpoint_dir,
+    )
+    curves["xiao_flow"] = curve_summary(hist)
     torch.manual_seed(cfg.seed)
     cnf = VectorFlow(cfg.latent_dim, cond_dim=cfg.label_dim, blocks=cfg.flow_blocks, hidden=cfg.flow_hidden, layers=cfg.flow_layers)
-    times["cnf"], _ = _train(
-        cnf, lambda m, b: -m(b[0], b[1]).mean(), (s_tr, onehot), cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr, cfg, f"{name}/cnf", progress, device, timer, checkpoint_dir
+    times["cnf"], hist = _train(
+        cnf,
+        lambda m, b: -m(b[0], b[1]).mean(),
+        (s_tr, onehot),
+        cfg.flow_batch,
+        cfg.flow_epochs,
+        cfg.flow_lr,
+        cfg,
+        f"{name}/cnf",
+        progress,
+        device,
+        timer,
+        checkpoint_dir,
     )
+    curves["cnf"] = curve_summary(hist)
     if train_only:  # training only (the command line under torchrun)
         return {"name": name, "ae": ae, "flow": flow, "cnf": cnf, "metrics": {"train_time_s": times}}
     flow.eval()
@@ -229,6 +295,7 @@ def run_dataset(
         "test_reconstruction_bce": recon_bce,
         "calibration": calibration,
         "train_time_s": times,
+        "learning_curves": curves,
         "n_train": int(x_tr.shape[0]),
         "n_test": int(x_te.shape[0]),
     }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import numpy as np
 import torch
@@ -32,12 +32,24 @@ from ..data.imresize import imresize
 from ..data.sr import SR_TEST_SETS, chroma_detail_ratio, downscale_images, hr_lr_pair, load_sr_images, patch_pairs
 from ..metrics import sr_psnr_ssim
 from ..profiles import Config, ProfileError, select
-from ..results import phase
+from ..results import curve_summary, phase
 from ..superres import FactorizedLogisticSR, SRFlow
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
 
-__all__ = ["CONFIGS", "SRConfig", "build_models", "config", "evaluate_test_set", "predict_full", "predict_images", "probabilistic_evaluation", "run", "temperature_sweep"]
+__all__ = [
+    "CONFIGS",
+    "SRConfig",
+    "build_models",
+    "config",
+    "evaluate_test_set",
+    "predict_full",
+    "predict_images",
+    "probabilistic_evaluation",
+    "run",
+    "temperature_sweep",
+    "temperature_view",
+]
 
 LN2 = math.log(2.0)
 
@@ -78,23 +90,81 @@ class SRConfig(Config):
     seed: int = 0
     nonnegative = frozenset({"seed", "temperatures", "tau"})
     # a dry run keeps the architecture and sizes; the batch is capped too, so that a CPU can hold a full-size step
-    dry_run_caps: ClassVar[dict[str, int]] = {"steps": 2, "batch": 4, "n_train": 256, "n_test": 16, "crops_per_image": 2, "max_test_images": 2, "n_posterior": 2,
-                    "eval_batch": 2}
+    dry_run_caps: ClassVar[dict[str, int]] = {
+        "steps": 2,
+        "batch": 4,
+        "n_train": 256,
+        "n_test": 16,
+        "crops_per_image": 2,
+        "max_test_images": 2,
+        "n_posterior": 2,
+        "eval_batch": 2,
+    }
 
 
 CONFIGS = {
-    "smoke": SRConfig(sizes=(32,), n_train=64, n_test=16, steps=10, batch=8, levels=2, flow_steps=1, hidden=16,
-                      rrdb_blocks=1, nf=8, growth_cnf=4, growth_baseline=8, context=8, crops_per_image=1, lr=1e-3, max_test_images=2, train_downscale=(2.0,), n_posterior=2),
+    "smoke": SRConfig(
+        sizes=(32,),
+        n_train=64,
+        n_test=16,
+        steps=10,
+        batch=8,
+        levels=2,
+        flow_steps=1,
+        hidden=16,
+        rrdb_blocks=1,
+        nf=8,
+        growth_cnf=4,
+        growth_baseline=8,
+        context=8,
+        crops_per_image=1,
+        lr=1e-3,
+        max_test_images=2,
+        train_downscale=(2.0,),
+        n_posterior=2,
+    ),
     # reduced widths and blocks (K=4, 128 hidden, 4 RRDB blocks of 32 channels), 2000 steps of batch 32, CPU;
     # BSDS500 shrunk 8x (61x41 images: a 32x32 patch shows most of a scene, as in ImageNet32)
-    "quick": SRConfig(sizes=(32,), n_train=20000, n_test=1000, steps=2000, batch=32, levels=2, flow_steps=4, hidden=128,
-                      rrdb_blocks=4, nf=32, growth_cnf=16, growth_baseline=32, context=64, crops_per_image=4, lr=5e-4,
-                      train_downscale=(8.0,)),
+    "quick": SRConfig(
+        sizes=(32,),
+        n_train=20000,
+        n_test=1000,
+        steps=700,  # measured on the 2-core CPU: 0.64 s (CNF) + 0.71 s (baseline) per step of 32, about half that of 16
+        batch=16,
+        levels=2,
+        flow_steps=4,
+        hidden=128,
+        rrdb_blocks=4,
+        nf=32,
+        growth_cnf=16,
+        growth_baseline=32,
+        context=64,
+        crops_per_image=4,
+        lr=5e-4,
+        train_downscale=(8.0,),
+        max_test_images=20,  # BSD100: the first 20 of 100 images (labelled so); Set5 and Set14 whole
+    ),
     # the paper: L=2, K=8, 512 hidden, 16 RRDB blocks (growth 32 / 55), 128 context, 200k steps of 64, lr 1e-4;
     # BSDS500 shrunk 8x for 32x32 and 4x for 64x64 patches unless ImageNet32/64 replace the stand-in
-    "full": SRConfig(sizes=(32, 64), n_train=200000, n_test=10000, steps=200000, batch=64, levels=2, flow_steps=8, hidden=512,
-                     rrdb_blocks=16, nf=64, growth_cnf=32, growth_baseline=55, context=128, crops_per_image=200,
-                     train_downscale=(8.0, 4.0), n_posterior=16, train_data="imagenet_png"),
+    "full": SRConfig(
+        sizes=(32, 64),
+        n_train=200000,
+        n_test=10000,
+        steps=200000,
+        batch=64,
+        levels=2,
+        flow_steps=8,
+        hidden=512,
+        rrdb_blocks=16,
+        nf=64,
+        growth_cnf=32,
+        growth_baseline=55,
+        context=128,
+        crops_per_image=200,
+        train_downscale=(8.0, 4.0),
+        n_posterior=16,
+        train_data="imagenet_png",
+    ),
 }
 
 
@@ -107,7 +177,14 @@ def config(profile: str | None, dry_run: bool = False) -> SRConfig:
     return cfg
 
 
-def build_models(cfg: SRConfig) -> dict[str, nn.Module]:
+class SRModels(TypedDict):
+    """The two models of one size: the CNF and the factorized baseline."""
+
+    cnf: SRFlow
+    baseline: FactorizedLogisticSR
+
+
+def build_models(cfg: SRConfig) -> SRModels:
     return {
         "cnf": SRFlow(cfg.levels, cfg.flow_steps, cfg.hidden, cfg.rrdb_blocks, cfg.growth_cnf, cfg.nf, cfg.context, cfg.coupling_scale),
         "baseline": FactorizedLogisticSR(cfg.rrdb_blocks, cfg.growth_baseline, cfg.nf, cfg.context, hidden=cfg.context),
@@ -148,8 +225,16 @@ def _groups(lrs: list[Tensor], multiple: int, batch: int) -> list[list[int]]:
     return [idx[k : k + batch] for idx in by_side.values() for k in range(0, len(idx), batch)]
 
 
-def predict_images(model: nn.Module, lrs: list[Tensor], out_hws: list[tuple[int, int]], multiple: int,
-                   taus: tuple[float | None, ...], seed: int = 0, stream: str = "predict", batch: int = 8) -> dict:
+def predict_images(
+    model: Any,  # an SRFlow (sampled at each tau) or a FactorizedLogisticSR (its mode, tau None): anything with those methods
+    lrs: list[Tensor],
+    out_hws: list[tuple[int, int]],
+    multiple: int,
+    taus: tuple[float | None, ...],
+    seed: int = 0,
+    stream: str = "predict",
+    batch: int = 8,
+) -> dict:
     """HR predictions of whole images (on the CPU), ``{tau: [prediction per image]}``: CNF samples at
     each temperature ``tau``, or the baseline's mode for ``tau=None``.
 
@@ -174,8 +259,7 @@ def predict_images(model: nn.Module, lrs: list[Tensor], out_hws: list[tuple[int,
     return out
 
 
-def predict_full(model: nn.Module, lr: Tensor, out_hw: tuple[int, int], multiple: int, tau: float | None, seed: int = 0,
-                 stream: str = "predict") -> Tensor:
+def predict_full(model: Any, lr: Tensor, out_hw: tuple[int, int], multiple: int, tau: float | None, seed: int = 0, stream: str = "predict") -> Tensor:
     """One image's HR prediction (CNF sample at ``tau`` or baseline mode), cropped to ``out_hw``; see :func:`predict_images`."""
     return predict_images(model, [lr], [out_hw], multiple, (tau,), seed, stream, batch=1)[tau][0]
 
@@ -197,8 +281,11 @@ class _Scores:
 
     def summary(self) -> dict[str, Any]:
         v = self.values
-        return {"psnr": float(np.mean([a for a, _ in v])) if v else None, "ssim": float(np.mean([b for _, b in v])) if v else None,
-                "non_finite_predictions": self.non_finite}
+        return {
+            "psnr": float(np.mean([a for a, _ in v])) if v else None,
+            "ssim": float(np.mean([b for _, b in v])) if v else None,
+            "non_finite_predictions": self.non_finite,
+        }
 
 
 def _random_crops(hr: Tensor, lr: Tensor, crop: int, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -211,14 +298,16 @@ def _random_crops(hr: Tensor, lr: Tensor, crop: int, n: int, g: torch.Generator)
     return torch.stack(hs), torch.stack(ls)
 
 
-def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, images: list[Tensor] | None = None,
-                      names: list[str] | None = None) -> dict[str, Any]:
+def evaluate_test_set(
+    name: str, models: SRModels, cfg: SRConfig, images: list[Tensor] | None = None, names: list[str] | None = None
+) -> dict[str, Any]:
     """Table 2 for one test set: bpd over random crops; PSNR/SSIM of full images.
 
     ``per_image`` lists, for every image with crops, its mean crop bpd for both models and its
     :func:`~cnfkit.data.sr.chroma_detail_ratio` (what makes an image hard for a CNF, see there)."""
     if images is None:
         images, names = load_sr_images(name)
+    available = len(images)
     images = images[: cfg.max_test_images]
     names = [n.rsplit("/", 1)[-1] for n in names] if names is not None else [f"image {i}" for i in range(len(images))]
     g = torch.Generator().manual_seed(cfg.seed + 7)
@@ -232,7 +321,7 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
             crops_hr.append(h)
             crops_lr.append(l_)
             cropped.append((img_name, chroma_detail_ratio(hr)))
-    lrs, hws = [lr for _, lr in pairs], [tuple(hr.shape[1:]) for hr, _ in pairs]
+    lrs, hws = [lr for _, lr in pairs], [(hr.shape[1], hr.shape[2]) for hr, _ in pairs]
     preds = {
         "LL Baseline": predict_images(models["baseline"], lrs, hws, multiple, (None,), batch=cfg.eval_batch)[None],
         "CNF": predict_images(models["cnf"], lrs, hws, multiple, (cfg.tau,), cfg.seed, f"{name}/table2", cfg.eval_batch)[cfg.tau],
@@ -250,18 +339,18 @@ def evaluate_test_set(name: str, models: dict[str, nn.Module], cfg: SRConfig, im
         out[key]["bpd_median"] = float(bits.median())  # robust to a few out-of-distribution crops
         for (n, _), b in zip(cropped, bits.reshape(len(cropped), cfg.crops_per_image).mean(1).tolist()):
             out["per_image"][n][key] = b
-    out["_n_images"], out["_n_crops"] = len(images), int(hr_c.shape[0])
+    out["_n_images"], out["_n_available"], out["_n_crops"] = len(images), available, int(hr_c.shape[0])
     return out
 
 
-def temperature_sweep(models: dict[str, nn.Module], cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
+def temperature_sweep(models: SRModels, cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
     """PSNR / SSIM of one CNF sample per image at every temperature of ``cfg.temperatures`` (and the
     baseline's mode for reference): lower temperatures trade texture for fidelity.  The sweep of
     :func:`probabilistic_evaluation` with one sample per image (which returns it as ``temperature_sweep``)."""
     return probabilistic_evaluation(models, cfg.replace(n_posterior=1), name, images)["temperature_sweep"]
 
 
-def probabilistic_evaluation(models: dict[str, nn.Module], cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
+def probabilistic_evaluation(models: SRModels, cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
     """Beyond Table 2 (NTIRE 2021 "Learning the SR space" style), on one test set:
 
     * ``lr_psnr``: PSNR between ``imresize(prediction, 0.5)`` and the LR input (LR-consistency; NTIRE's
@@ -290,7 +379,9 @@ def probabilistic_evaluation(models: dict[str, nn.Module], cfg: SRConfig, name: 
     mean_scores, single = _Scores(), {t: _Scores() for t in taus}  # single: the first sample of each image
     base_lr = []
     pairs = [hr_lr_pair(im) for im in images]
-    modes = predict_images(base, [lr for _, lr in pairs], [tuple(hr.shape[1:]) for hr, _ in pairs], multiple, (None,), batch=cfg.eval_batch)[None]
+    modes = predict_images(base, [lr for _, lr in pairs], [(hr.shape[1], hr.shape[2]) for hr, _ in pairs], multiple, (None,), batch=cfg.eval_batch)[
+        None
+    ]
     with torch.no_grad():
         for i, (hr, lr) in enumerate(pairs):
             hw = tuple(hr.shape[1:])
@@ -311,18 +402,26 @@ def probabilistic_evaluation(models: dict[str, nn.Module], cfg: SRConfig, name: 
     base_scores = _Scores()
     for (hr, _), mode in zip(pairs, modes):
         base_scores.add(mode, hr)
+
     def key(t: float) -> str:
         return f"CNF tau={t}"
 
     return {
-        "lr_psnr": {**{key(t): float(np.mean(v)) if v else None for t, v in lr_scores.items()}, "LL Baseline (mode)": float(np.mean(base_lr)),
-                    "_note": "dB, capped at 100 (an exact match is infinite)"},
+        "lr_psnr": {
+            **{key(t): float(np.mean(v)) if v else None for t, v in lr_scores.items()},
+            "LL Baseline (mode)": float(np.mean(base_lr)),
+            "_note": "dB, capped at 100 (an exact match is infinite)",
+        },
         "diversity": {key(t): float(np.mean(v)) if v else None for t, v in div.items()},
-        "posterior_mean": {f"CNF mean of {n} samples, tau=1.0": mean_scores.summary(),
-                           **{f"CNF one sample, tau={t}": single[t].summary() for t in sorted({1.0, cfg.tau})},
-                           "LL Baseline (mode)": base_scores.summary()},
+        "posterior_mean": {
+            f"CNF mean of {n} samples, tau=1.0": mean_scores.summary(),
+            **{f"CNF one sample, tau={t}": single[t].summary() for t in sorted({1.0, cfg.tau})},
+            "LL Baseline (mode)": base_scores.summary(),
+        },
         "temperature_sweep": {**{key(t): single[t].summary() for t in cfg.temperatures}, "LL Baseline (mode)": base_scores.summary()},
-        "_set": name, "_n_images": len(images), "_n_samples": n,
+        "_set": name,
+        "_n_images": len(images),
+        "_n_samples": n,
     }
 
 
@@ -343,8 +442,15 @@ class ImageNetPairs:
         return f"{self.array.fingerprint()}-b{self.batch}-s{self.seed}"
 
 
-def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None, device: str | None = None,
-        checkpoint_dir=None, timer=None, train_only: bool = False) -> dict[str, Any]:
+def run(
+    cfg: SRConfig,
+    progress: bool = True,
+    data: dict[str, Any] | None = None,
+    device: str | None = None,
+    checkpoint_dir=None,
+    timer=None,
+    train_only: bool = False,
+) -> dict[str, Any]:
     """Train CNF and baseline per HR size; Table 1 on held-out patches; Table 2 with the largest size's models.
 
     ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
@@ -353,11 +459,13 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
     g = torch.Generator().manual_seed(cfg.seed)
     imagenet = cfg.train_data.startswith("imagenet_")
     release = cfg.train_data.removeprefix("imagenet_") if imagenet else None
-    if imagenet:  # fail at once, with how to obtain it, when a release is absent
+    if release is not None:  # ImageNet: fail at once, with how to obtain it, when the release is absent
         from ..data.imagenet import load_imagenet
 
-        arrays = {size: (load_imagenet(size, "train", release, progress=progress), load_imagenet(size, "valid", release, progress=progress))
-                  for size in cfg.sizes}
+        arrays = {
+            size: (load_imagenet(size, "train", release, progress=progress), load_imagenet(size, "valid", release, progress=progress))
+            for size in cfg.sizes
+        }
         test_sets = {name: None for name in SR_TEST_SETS} if data is None else data["test_sets"]
     elif data is None:
         train_imgs, _ = load_sr_images("BSDS500_train_test", "train")
@@ -365,14 +473,25 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
         test_sets = {name: None for name in SR_TEST_SETS}
     else:
         train_imgs, test_imgs, test_sets = data["train"], data["test"], data["test_sets"]
-    out: dict[str, Any] = {"table1": {}, "table2": {}, "train_time_s": {}, "parameters": {}, "models": {},
-                           "train_data": {"source": cfg.train_data, "release": release,
-                                          "note": "bits/dim on the png and npz ImageNet releases are not comparable" if imagenet else
-                                          "BSDS500 patches as a stand-in for ImageNet32/64"}}
+    out: dict[str, Any] = {
+        "table1": {},
+        "table2": {},
+        "train_time_s": {},
+        "learning_curves": {},
+        "parameters": {},
+        "models": {},
+        "train_data": {
+            "source": cfg.train_data,
+            "release": release,
+            "note": "bits/dim on the png and npz ImageNet releases are not comparable"
+            if imagenet
+            else "BSDS500 patches as a stand-in for ImageNet32/64",
+        },
+    }
     for size, factor in zip(cfg.sizes, cfg.train_downscale):
         if imagenet:
             train_arr, valid_arr = arrays[size]
-            sampler = ImageNetPairs(train_arr, cfg.batch, cfg.seed)
+            sampler: ImageNetPairs | EpochSampler = ImageNetPairs(train_arr, cfg.batch, cfg.seed)
             idx = torch.randperm(len(valid_arr), generator=g)[: cfg.n_test]
             hr_te = valid_arr[idx]
             lr_te = imresize(hr_te, 0.5)
@@ -385,15 +504,30 @@ def run(cfg: SRConfig, progress: bool = True, data: dict[str, Any] | None = None
         torch.manual_seed(cfg.seed)
         models = build_models(cfg)
         out["table1"][key] = {}
-        for name, model in models.items():
+        for name, model in (("cnf", models["cnf"]), ("baseline", models["baseline"])):
             loss = lambda m, b: -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)
             ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"superres-{cfg.digest()}" / f"{name}_{size}"
-            _, wall = train_steps(model, loss, sampler, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, grad_clip=100.0,
-                                  progress=progress, desc=f"sr{size}/{name}", device=device, checkpoint_dir=ckpt,
-                                  channels_last=cfg.channels_last, compile=cfg.compile, autocast=cfg.autocast, timer=timer,
-                                  fingerprint={"experiment": "superres", "model": name, "size": size, "config": cfg.to_dict()})
+            history, wall = train_steps(
+                model,
+                loss,
+                sampler,
+                steps=cfg.steps,
+                lr=cfg.lr,
+                seed=cfg.seed,
+                grad_clip=100.0,
+                progress=progress,
+                desc=f"sr{size}/{name}",
+                device=device,
+                checkpoint_dir=ckpt,
+                channels_last=cfg.channels_last,
+                compile=cfg.compile,
+                autocast=cfg.autocast,
+                timer=timer,
+                fingerprint={"experiment": "superres", "model": name, "size": size, "config": cfg.to_dict()},
+            )
             model.eval()
             out["train_time_s"][f"{name}_{size}"] = wall
+            out["learning_curves"][f"{name}_{size}"] = curve_summary(history)
             out["parameters"][name] = sum(p.numel() for p in model.parameters())
             if not train_only:
                 with phase(timer, "evaluation"):
@@ -413,10 +547,15 @@ def probabilistic_table(prob: dict[str, Any]):
     import pandas as pd
 
     keys = [k for k in prob["lr_psnr"] if not k.startswith("_")]
-    a = pd.DataFrame({"LR-PSNR [dB] (NTIRE bar: 45)": {k: prob["lr_psnr"][k] for k in keys},
-                      "diversity (mean per-pixel std)": {k: prob["diversity"].get(k) for k in keys}})
-    b = pd.DataFrame({k: {"PSNR": v["psnr"], "SSIM": v["ssim"], "non-finite": v["non_finite_predictions"]}
-                      for k, v in prob["posterior_mean"].items()}).T
+    a = pd.DataFrame(
+        {
+            "LR-PSNR [dB] (NTIRE bar: 45)": {k: prob["lr_psnr"][k] for k in keys},
+            "diversity (mean per-pixel std)": {k: prob["diversity"].get(k) for k in keys},
+        }
+    )
+    b = pd.DataFrame(
+        {k: {"PSNR": v["psnr"], "SSIM": v["ssim"], "non-finite": v["non_finite_predictions"]} for k, v in prob["posterior_mean"].items()}
+    ).T
     return a, b
 
 
@@ -447,7 +586,7 @@ def _show(ax, img: Tensor, title: str) -> None:
     ax.set_yticks([])
 
 
-def plot_fig2(models: dict[str, nn.Module], hr: Tensor, lr: Tensor, cfg: SRConfig, n: int = 4):
+def plot_fig2(models: SRModels, hr: Tensor, lr: Tensor, cfg: SRConfig, n: int = 4):
     """Fig 2: rows of LR (bicubic-upsampled for display) / CNF sample / ground truth / baseline mode."""
     import matplotlib.pyplot as plt
 
@@ -466,20 +605,51 @@ def plot_fig2(models: dict[str, nn.Module], hr: Tensor, lr: Tensor, cfg: SRConfi
     return fig
 
 
-def plot_fig3(models: dict[str, nn.Module], hr: Tensor, lr: Tensor, cfg: SRConfig, box: tuple[int, int, int] = (0, 0, 128)):
+def plot_fig3(models: SRModels, hr: Tensor, lr: Tensor, cfg: SRConfig, box: tuple[int, int, int] = (0, 0, 128)):
     """Fig 3: a crop of one image: CNF samples at several temperatures and the baseline."""
     import matplotlib.pyplot as plt
 
     y, x, s = box
     multiple = 2**cfg.levels
     taus = (0.0, 0.5, 1.0)
-    preds = predict_images(models["cnf"], [lr], [tuple(hr.shape[1:])], multiple, taus, cfg.seed, "fig3")
+    preds = predict_images(models["cnf"], [lr], [(hr.shape[1], hr.shape[2])], multiple, taus, cfg.seed, "fig3")
     panels = [(f"CNF tau={t}", preds[t][0]) for t in taus]
-    panels.append(("factorized baseline (mode)", predict_full(models["baseline"], lr, tuple(hr.shape[1:]), multiple, None)))
+    panels.append(("factorized baseline (mode)", predict_full(models["baseline"], lr, (hr.shape[1], hr.shape[2]), multiple, None)))
     panels.append(("ground truth", hr.float()))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.6))
     for ax, (title, img) in zip(axes, panels):
         _show(ax, img[:, y : y + s, x : x + s], title)
+    fig.tight_layout()
+    return fig
+
+
+def temperature_view(models: SRModels, hr: Tensor, lr: Tensor, cfg: SRConfig, tau: float, n: int = 4, box: tuple[int, int, int] | None = None):
+    """The temperature slider's figure: ``n`` CNF samples of one image at temperature ``tau``, their
+    mean (the posterior mean estimate at that temperature), the baseline's mode and the ground truth,
+    with each panel's PSNR.  ``box = (y, x, side)`` crops every panel alike."""
+    import matplotlib.pyplot as plt
+
+    if not math.isfinite(tau) or tau < 0:
+        raise ValueError(f"temperature must be finite and >= 0, got {tau}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    multiple, hw = 2**cfg.levels, (hr.shape[1], hr.shape[2])
+    samples = predict_images(models["cnf"], [lr] * n, [hw] * n, multiple, (tau,), cfg.seed, "temperature-view", cfg.eval_batch)[tau]
+    mean = torch.stack(samples).mean(0)
+    base = predict_full(models["baseline"], lr, hw, multiple, None)
+    panels = [
+        *((f"sample {i + 1}", s) for i, s in enumerate(samples)),
+        (f"mean of {n}", mean),
+        ("baseline (mode)", base),
+        ("ground truth", hr.float()),
+    ]
+    y, x, side = box if box is not None else (0, 0, max(hw))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6))
+    for ax, (title, img) in zip(axes, panels):
+        if title != "ground truth" and torch.isfinite(img).all():
+            title += f"\n{sr_psnr_ssim(img[None].double(), hr[None].double(), scale=2)[0].item():.2f} dB"
+        _show(ax, img[:, y : y + side, x : x + side], title)
+    fig.suptitle(f"CNF at temperature {tau:.2f}")
     fig.tight_layout()
     return fig
 
