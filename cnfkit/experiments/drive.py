@@ -88,7 +88,7 @@ class DriveConfig(Config):
 CONFIGS = {
     "smoke": DriveConfig(pad_to=592, crop=32, batch=2, steps=30, n_samples=2, n_scatter=1, test_images=2, hidden=8, widths=(8, 16, 16)),
     # about 6 minutes per model on a 2-core CPU: random 96x96 crops, 5000 steps, 20 samples, 1 seed
-    "quick": DriveConfig(pad_to=592, crop=96, batch=4, steps=2000, n_samples=20, n_scatter=5, test_images=20),
+    "quick": DriveConfig(pad_to=592, crop=96, batch=4, steps=1600, n_samples=20, n_scatter=5, test_images=20),
     # the paper: 1024x1024 padding, batch 2, 2000 epochs of 20 images, 100 samples, 5 runs
     "full": DriveConfig(pad_to=1024, crop=1024, batch=2, steps=20000, n_samples=100, n_scatter=10, test_images=20, seeds=(0, 1, 2, 3, 4)),
 }

@@ -112,7 +112,7 @@ class MNISTConfig(Config):
 CONFIGS = {
     "smoke": MNISTConfig(n_train=2048, n_test=1000, ae_epochs=1, ae_batch=128, flow_epochs=4, flow_batch=128, flow_blocks=2, flow_hidden=32),
     # full training sets on a 2-core CPU in minutes: fewer auto-encoder epochs than GLF
-    "quick": MNISTConfig(n_train=60000, n_test=10000, ae_epochs=2, ae_batch=128, flow_epochs=20, flow_batch=256, flow_blocks=4, flow_hidden=128),
+    "quick": MNISTConfig(n_train=60000, n_test=10000, ae_epochs=2, ae_batch=128, flow_epochs=15, flow_batch=256, flow_blocks=4, flow_hidden=128),
     # GLF's flow (4 blocks x 64 hidden) with many more epochs, and a longer auto-encoder schedule
     "full": MNISTConfig(n_train=60000, n_test=10000, ae_epochs=40, ae_batch=256, flow_epochs=200, flow_batch=256, flow_blocks=4, flow_hidden=64),
 }
