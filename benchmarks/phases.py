@@ -138,18 +138,10 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
 
     if experiment == "mnist":
         from cnfkit.experiments import mnist
-        from cnfkit.toy import pad, xiao_flow
+        from cnfkit.toy import pad
 
         cfg = mnist.config(profile)
-        flow = xiao_flow(
-            cfg.latent_dim,
-            cfg.label_dim,
-            cfg.latent_dim,
-            blocks=cfg.flow_blocks,
-            hidden=cfg.flow_hidden,
-            layers=cfg.flow_layers,
-            label_noise=cfg.label_noise,
-        ).to(device)
+        flow = mnist.build_xiao_flow(cfg).to(device)
         dim = cfg.latent_dim + cfg.label_dim
         desc = f"Xiao flow on the 20-d latent, {cfg.flow_blocks}x{cfg.flow_layers}x{cfg.flow_hidden}"
         if phase == "train":

@@ -184,7 +184,7 @@ def run(
         stamp.write_text(json.dumps({"key": key, "wall_time_s": wall}) + "\n")
         timings_path = out / "notebook_times.json"  # wall time of each notebook's last complete run
         timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-        timings[nb.stem] = {"wall_time_s": wall, "git_commit": git_commit(), "device": device}
+        timings[nb.stem] = {"wall_time_s": wall, "git_commit": git_commit()}  # the device each experiment ran on is in its JSON provenance
         timings_path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
         print(f"[done] {nb.name} in {time.perf_counter() - t0:.0f} s")
     return 0

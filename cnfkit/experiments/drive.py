@@ -195,7 +195,8 @@ def _chunks(n: int, size: int):
 
 @torch.no_grad()
 def evaluate(name: str, model: SegmentationCNF | FactoredBernoulli, test: DriveSplit, cfg: DriveConfig, seed: int) -> dict[str, Any]:
-    """bpd, PR curve, max F-score, per-sample precision/recall and the soft maps of one model.
+    """bpd, PR curve, max F-score, per-sample precision/recall and the soft maps of one model
+    (``name`` is its label in MODELS; what is computed follows the model's type).
 
     Batched: ``cfg.eval_batch`` maps (images for bits/dim, samples for the soft maps) per forward
     call, the conditioner once per image.  Every random draw has its own generator, seeded by

@@ -31,7 +31,7 @@ from ..results import curve_summary, phase
 from ..toy import pad, xiao_flow
 from ..train import EpochSampler, train_steps
 
-__all__ = ["CONFIGS", "ConvAutoencoder", "MNISTConfig", "config", "plot_grid", "run_dataset", "sample_grid", "style_grid"]
+__all__ = ["CONFIGS", "ConvAutoencoder", "MNISTConfig", "build_xiao_flow", "config", "plot_grid", "run_dataset", "sample_grid", "style_grid"]
 
 
 class ConvAutoencoder(nn.Module):
@@ -120,6 +120,19 @@ CONFIGS = {
 
 def config(profile: str | None, dry_run: bool = False) -> MNISTConfig:
     return select(CONFIGS, profile, dry_run)
+
+
+def build_xiao_flow(cfg: MNISTConfig) -> VectorFlow:
+    """Xiao et al.'s flow on the latent: ``[u, 0 + noise]`` (latent + label dims) <-> ``[z, label + noise]``."""
+    return xiao_flow(
+        cfg.latent_dim,
+        cfg.label_dim,
+        cfg.latent_dim,
+        blocks=cfg.flow_blocks,
+        hidden=cfg.flow_hidden,
+        layers=cfg.flow_layers,
+        label_noise=cfg.label_noise,
+    )
 
 
 def _images(x: Tensor) -> Tensor:
@@ -235,15 +248,7 @@ def run_dataset(
         recon_bce = F.binary_cross_entropy(ae.decode(u_te), x_te).item()
 
     torch.manual_seed(cfg.seed)
-    flow = xiao_flow(
-        cfg.latent_dim,
-        cfg.label_dim,
-        cfg.latent_dim,
-        blocks=cfg.flow_blocks,
-        hidden=cfg.flow_hidden,
-        layers=cfg.flow_layers,
-        label_noise=cfg.label_noise,
-    )
+    flow = build_xiao_flow(cfg)
     dim = cfg.latent_dim + cfg.label_dim
     times["xiao_flow"], hist = _train(
         flow,
