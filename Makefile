@@ -59,13 +59,13 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -x
 
 reproduce: $(STAMP)
-	$(PY) -m cnfkit.reproduce $(if $(PROFILE),--profile $(PROFILE),) --device $(DEVICE) $(if $(DRY_RUN),--dry-run,)
+	$(PY) -m cnfkit.repro.reproduce $(if $(PROFILE),--profile $(PROFILE),) --device $(DEVICE) $(if $(DRY_RUN),--dry-run,)
 
 smoke:
 	$(MAKE) reproduce PROFILE=smoke
 
 notebooks: $(STAMP)
-	$(PY) -m cnfkit.reproduce --refresh-committed
+	$(PY) -m cnfkit.repro.reproduce --refresh-committed
 
 lab: $(STAMP)
 	$(ENV_DIR)/bin/jupyter lab notebooks/

@@ -105,7 +105,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
     if experiment.startswith("theory"):
         from cnfkit.experiments import theory
         from cnfkit.flows import VectorFlow
-        from cnfkit.toy import eight_modes, rotating_modes
+        from cnfkit.models.toy import eight_modes, rotating_modes
 
         cfg = theory.config(profile)
         if experiment == "theory_gmm":
@@ -124,11 +124,16 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
             return (
                 lambda: theory.posterior_metrics("xiao", cpu_model, cfg, torch.Generator().manual_seed(1))
             ), f"{desc}; posterior metrics (8 labels x {cfg.n_posterior} samples, MMD)"
-        model = VectorFlow(2, cond_dim=1, blocks=cfg.rot_blocks, hidden=cfg.rot_hidden, layers=3).to(device)
+        model = VectorFlow(2, context_dim=1, blocks=cfg.rot_blocks, hidden=cfg.rot_hidden, layers=3).to(device)
         x, y = rotating_modes(cfg.rot_batch, g)
         desc = f"CNF {cfg.rot_blocks}x3x{cfg.rot_hidden}, batch {cfg.rot_batch}"
         if phase == "train":
-            return _step(model, lambda m, b: -m(b[1], b[0]).mean(), (x.to(device), y.to(device)), torch.optim.Adam(model.parameters(), 1e-4)), desc
+            return _step(
+                model,
+                lambda m, b: -m(b[1], b[0]).mean(),
+                (x.to(device), y.to(device)),
+                torch.optim.Adam(model.parameters(), 1e-4),
+            ), desc
         model.eval()
         xt, yt = rotating_modes(cfg.rot_test, g)
         xt, yt = xt.to(device), yt.to(device)
@@ -138,7 +143,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
 
     if experiment == "mnist":
         from cnfkit.experiments import mnist
-        from cnfkit.toy import pad
+        from cnfkit.models.toy import pad
 
         cfg = mnist.config(profile)
         flow = mnist.build_xiao_flow(cfg).to(device)
@@ -148,7 +153,10 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
             s = torch.randn(cfg.flow_batch, cfg.latent_dim, generator=g).to(device)
             batch = (s, _onehot(cfg.flow_batch, cfg.label_dim).to(device))
             return _step(
-                flow, lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(), batch, torch.optim.Adam(flow.parameters(), 1e-4)
+                flow,
+                lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(),
+                batch,
+                torch.optim.Adam(flow.parameters(), 1e-4),
             ), f"{desc}, batch {cfg.flow_batch}"
         flow.eval()
         if phase == "sample":
@@ -170,7 +178,10 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
         desc = f"binary CNF on {cfg.size}x{cfg.size} shapes, hidden {cfg.hidden}"
         if phase == "train":
             return _step(
-                model, lambda m, b: -m(b[1], b[0]).mean() / d, (x.to(device), y.to(device)), torch.optim.Adam(model.parameters(), 1e-4)
+                model,
+                lambda m, b: -m(b[1], b[0]).mean() / d,
+                (x.to(device), y.to(device)),
+                torch.optim.Adam(model.parameters(), 1e-4),
             ), f"{desc}, batch {cfg.batch}"
         model.eval()
         xt, yt = bd.binary_shapes(256, cfg.size, g)
@@ -191,7 +202,10 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
             y = (torch.rand(cfg.batch, 1, cfg.crop, cfg.crop, generator=g) > 0.9).float()
             d = y[0].numel()
             return _step(
-                model, lambda m, b: -m(b[1], b[0]).mean() / d, (x.to(device), y.to(device)), torch.optim.Adam(model.parameters(), 1e-4)
+                model,
+                lambda m, b: -m(b[1], b[0]).mean() / d,
+                (x.to(device), y.to(device)),
+                torch.optim.Adam(model.parameters(), 1e-4),
             ), f"CNF (binary deq.), batch {cfg.batch} of {cfg.crop}x{cfg.crop}"
         model = drive.build_model("cnf", cfg).to(device).eval()
         img = torch.rand(1, 3, 584, 565, generator=g)
@@ -200,9 +214,17 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
         if phase == "sample":
             feats = model.conditioning(F.pad(img, (0, 3)).to(device))
             return (
-                lambda: model.sample(None, features=feats, num_samples=cfg.n_samples, size=(584, 568), generator=row_generators(0, cfg.n_samples))
+                lambda: model.sample(
+                    None,
+                    features=feats,
+                    num_samples=cfg.n_samples,
+                    size=(584, 568),
+                    generator=row_generators(0, cfg.n_samples),
+                )
             ), f"CNF, {cfg.n_samples} samples of one 584x568 test image (conditioner shared)"
-        split = DriveSplit(img, (torch.rand(1, 1, 584, 565, generator=g) > 0.9).float(), torch.ones(1, 1, 584, 565), ["synthetic"])
+        split = DriveSplit(
+            img, (torch.rand(1, 1, 584, 565, generator=g) > 0.9).float(), torch.ones(1, 1, 584, 565), ["synthetic"]
+        )
         return (
             lambda: drive.evaluate("cnf", model, split, cfg.replace(test_images=1), seed=0)
         ), f"CNF evaluation of one test image: ELBO, {cfg.n_samples} samples, PR curve"
@@ -222,7 +244,10 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
             hr = torch.randint(0, 256, (cfg.batch, 3, size, size), generator=g).float()
             lr = torch.randint(0, 256, (cfg.batch, 3, size // 2, size // 2), generator=g).float()
             return _step(
-                model, lambda m, b: -m(b[0], b[1]).mean(), (hr.to(device), lr.to(device)), torch.optim.Adam(model.parameters(), 1e-4)
+                model,
+                lambda m, b: -m(b[0], b[1]).mean(),
+                (hr.to(device), lr.to(device)),
+                torch.optim.Adam(model.parameters(), 1e-4),
             ), f"{arch}, batch {cfg.batch} at {size}x{size}"
         model.eval()
         with torch.no_grad():
@@ -247,7 +272,15 @@ def _peak_mem_mb(device: torch.device) -> float:
 
 
 def run_row(
-    experiment: str, phase: str, profile: str, device: str, dtype: str, repeats: int, warmup: int, peak: float, max_batch: int | None = None
+    experiment: str,
+    phase: str,
+    profile: str,
+    device: str,
+    dtype: str,
+    repeats: int,
+    warmup: int,
+    peak: float,
+    max_batch: int | None = None,
 ) -> dict:
     """One row, in this process (the parent runs each row in a fresh one)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -257,7 +290,9 @@ def run_row(
     set_threads()
     dev = torch.device(device)
     fn, workload = build(experiment, phase, profile, dev, max_batch)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast(dev.type, enabled=False)
+    autocast = (
+        torch.autocast(dev.type, dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast(dev.type, enabled=False)
+    )
     grad = torch.enable_grad() if phase == "train" else torch.no_grad()
 
     def call():
@@ -288,19 +323,27 @@ def run_row(
 
 
 def markdown(rows: list[dict], peak: dict) -> str:
-    head = "| experiment | phase | profile | device | dtype | seconds | GFLOP | GFLOP/s | ratio to limit | peak MB | workload |"
+    head = (
+        "| experiment | phase | profile | device | dtype | seconds | GFLOP | GFLOP/s | ratio to limit | peak MB "
+        "| workload |"
+    )
     lines = [
-        f"Peak measured in the same run: matmul {peak['matmul_gflops']} GFLOP/s, conv3x3 {peak['conv_gflops']} GFLOP/s.",
+        f"Peak measured in the same run: matmul {peak['matmul_gflops']} GFLOP/s, "
+        + f"conv3x3 {peak['conv_gflops']} GFLOP/s.",
         "",
         head,
         "|" + "---|" * 11,
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['experiment']} | {r['phase']} | {r['profile']} | {r['device']} | {r['dtype']} | failed: {r['error']} |||||")
+            lines.append(
+                f"| {r['experiment']} | {r['phase']} | {r['profile']} | {r['device']} | {r['dtype']} | failed: "
+                f"{r['error']} |||||"
+            )
             continue
         lines.append(
-            f"| {r['experiment']} | {r['phase']} | {r['profile']} | {r['device']} | {r['dtype']} | {r['seconds']:.4f} | "
+            f"| {r['experiment']} | {r['phase']} | {r['profile']} | {r['device']} | {r['dtype']} | {r['seconds']:.4f} "
+            "| "
             f"{r['gflop']:.2f} | {r['gflops']:.1f} | {r['ratio_to_limit']} | {r['peak_mem_mb']:.0f} | {r['workload']} |"
         )
     return "\n".join(lines) + "\n"
@@ -314,16 +357,26 @@ def main(argv=None) -> int:
     p.add_argument("--profiles", nargs="+", default=["quick", "full"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per row (median); full-profile rows: --repeats-full")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed calls per row (median); full-profile rows: --repeats-full"
+    )
     p.add_argument("--repeats-full", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls after the first (which initialises) and the FLOP count")
-    p.add_argument("--max-batch", type=int, default=None, help="cap image batches (default: 4 on CPU for the full profile)")
+    p.add_argument(
+        "--warmup", type=int, default=1, help="untimed calls after the first (which initialises) and the FLOP count"
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=None, help="cap image batches (default: 4 on CPU for the full profile)"
+    )
     p.add_argument("--timeout", type=int, default=900, help="seconds per row")
     p.add_argument("--row", help=argparse.SUPPRESS)  # internal: experiment:phase:profile:dtype:peak
     a = p.parse_args(argv)
     if a.row:
         experiment, phase, profile, dtype, peak = a.row.split(":")
-        print(json.dumps(run_row(experiment, phase, profile, a.device, dtype, a.repeats, a.warmup, float(peak), a.max_batch)))
+        print(
+            json.dumps(
+                run_row(experiment, phase, profile, a.device, dtype, a.repeats, a.warmup, float(peak), a.max_batch)
+            )
+        )
         return 0
     dev = torch.device(a.device)
     torch.set_num_threads(int(os.environ.get("CNFKIT_THREADS", torch.get_num_threads())))
@@ -351,12 +404,23 @@ def main(argv=None) -> int:
                     if max_batch is not None:
                         cmd += ["--max-batch", str(max_batch)]
                     try:
-                        res = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, cwd=ROOT, check=False)
+                        res = subprocess.run(
+                            cmd, capture_output=True, text=True, timeout=a.timeout, cwd=ROOT, check=False
+                        )
                         if res.returncode:
-                            raise RuntimeError(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}")
+                            raise RuntimeError(
+                                res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"
+                            )
                         row = json.loads(res.stdout.strip().splitlines()[-1])
                     except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
-                        row = {"experiment": experiment, "phase": phase, "profile": profile, "device": a.device, "dtype": dt, "error": str(exc)[:200]}
+                        row = {
+                            "experiment": experiment,
+                            "phase": phase,
+                            "profile": profile,
+                            "device": a.device,
+                            "dtype": dt,
+                            "error": str(exc)[:200],
+                        }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     out = Path(a.out)

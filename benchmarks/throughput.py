@@ -35,7 +35,7 @@ CONFIGS = {
         "levels": 2,
         "steps": 8,
         "hidden": 512,
-        "cond": 128,
+        "context": 128,
         "coupling": "affine",
         "net": "glow",
         "batch": {"cpu": 16, "cuda": 64},
@@ -46,7 +46,7 @@ CONFIGS = {
         "levels": 2,
         "steps": 8,
         "hidden": 512,
-        "cond": 128,
+        "context": 128,
         "coupling": "affine",
         "net": "glow",
         "batch": {"cpu": 4, "cuda": 64},
@@ -57,7 +57,7 @@ CONFIGS = {
         "levels": 2,
         "steps": 2,
         "hidden": 32,
-        "cond": 32,
+        "context": 32,
         "coupling": "additive",
         "net": "instance",
         "batch": {"cpu": 2, "cuda": 2},
@@ -79,9 +79,11 @@ def run_one(name: str, mode: str, device: str, steps: int, warmup: int) -> dict:
     c = CONFIGS[name]
     size, batch = _pick(c["size"], device), _pick(c["batch"], device)
     dev = torch.device(device)
-    flow = ConditionalFlow(c["channels"], c["levels"], c["steps"], c["hidden"], c["cond"], coupling=c["coupling"], coupling_net=c["net"]).to(dev)
+    flow = ConditionalFlow(
+        c["channels"], c["levels"], c["steps"], c["hidden"], c["context"], coupling=c["coupling"], coupling_net=c["net"]
+    ).to(dev)
     y = torch.rand(batch, c["channels"], size, size, device=dev)
-    x = torch.randn(batch, c["cond"], size // 2, size // 2, device=dev)
+    x = torch.randn(batch, c["context"], size // 2, size // 2, device=dev)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-4)
     runner = torch.compile(flow) if mode == "compiled" else flow
     sampler = torch.compile(flow.sample) if mode == "compiled" else flow.sample
@@ -158,7 +160,18 @@ def main() -> None:
     for device in devices:
         for name in a.configs:
             for mode in a.modes:
-                cmd = [sys.executable, __file__, "--one", name, mode, device, "--steps", str(a.steps), "--warmup", str(a.warmup)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    name,
+                    mode,
+                    device,
+                    "--steps",
+                    str(a.steps),
+                    "--warmup",
+                    str(a.warmup),
+                ]
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     print(f"{name}/{mode}/{device} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -170,7 +183,14 @@ def main() -> None:
         raise SystemExit("no benchmark succeeded")
     cpu_name = platform.processor() or platform.machine()
     gpu_name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    meta = {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_name, "gpu": gpu_name, "steps": a.steps, "warmup": a.warmup}
+    meta = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_name,
+        "gpu": gpu_name,
+        "steps": a.steps,
+        "warmup": a.warmup,
+    }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "_".join(devices)

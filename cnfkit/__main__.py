@@ -27,8 +27,8 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import torch
 
-from .segmentation import FactoredBernoulli, SegmentationCNF
-from .superres import FactorizedLogisticSR, SRFlow
+from .models.segmentation import FactoredBernoulli, SegmentationCNF
+from .models.superres import FactorizedLogisticSR, SRFlow
 from .train import CheckpointError, read_checkpoint
 from .utils import resolve_device, row_generators
 
@@ -46,7 +46,10 @@ def _find(folder: Path, prefix: str, sub: str) -> Path:
             f"python -m cnfkit.experiments.{'superres' if prefix == 'superres' else 'drive'}"
         )
     if len(hits) > 1:
-        raise SystemExit(f"several {prefix} runs under {folder}: choose one with --checkpoint {hits[0]} (or {', '.join(map(str, hits[1:]))})")
+        raise SystemExit(
+            f"several {prefix} runs under {folder}: choose one with --checkpoint {hits[0]} (or "
+            f"{', '.join(map(str, hits[1:]))})"
+        )
     return hits[0]
 
 
@@ -107,7 +110,9 @@ def superres(a) -> int:
         with torch.no_grad():
             feats = cnf.conditioning(x)
             gens = row_generators(a.seed, [(i, j) for j in range(a.samples)], "apply")
-            samples = cnf.sample(None, temperature=a.temperature, generator=gens, features=feats, num_samples=a.samples)[:, :, : hw[0], : hw[1]]
+            samples = cnf.sample(
+                None, temperature=a.temperature, generator=gens, features=feats, num_samples=a.samples
+            )[:, :, : hw[0], : hw[1]]
         stem = Path(path).stem
         for j, s in enumerate(samples):
             _save(s, out / f"{stem}_sample{j}.png")
@@ -116,7 +121,10 @@ def superres(a) -> int:
             with torch.no_grad():
                 _save(base.mode(x)[0, :, : hw[0], : hw[1]], out / f"{stem}_baseline_mode.png")
         _save(imresize(lr, output_size=hw).float(), out / f"{stem}_bicubic.png")
-        print(f"{path}: {a.samples} samples at temperature {a.temperature}, posterior mean, baseline mode, bicubic -> {out}")
+        print(
+            f"{path}: {a.samples} samples at temperature {a.temperature}, posterior mean, baseline mode, bicubic -> "
+            f"{out}"
+        )
     return 0
 
 
@@ -147,7 +155,9 @@ def segment(a) -> int:
         with torch.no_grad():
             feats = cnf.conditioning(x)
             gens = row_generators(a.seed, [(i, j) for j in range(a.samples)], "apply")
-            maps = cnf.sample(None, generator=gens, features=feats, num_samples=a.samples, size=(x.shape[-2], x.shape[-1]))
+            maps = cnf.sample(
+                None, generator=gens, features=feats, num_samples=a.samples, size=(x.shape[-2], x.shape[-1])
+            )
         maps = crop_to(maps, size)
         stem = Path(path).stem
         for j, m in enumerate(maps):
@@ -161,12 +171,18 @@ def segment(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cnfkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m cnfkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for name, n_default in (("superres", 4), ("segment", 8)):
         q = sub.add_parser(name, help=f"apply a trained {name} model to images")
         q.add_argument("images", nargs="+", help="input image files (PNG, JPEG)")
-        q.add_argument("--checkpoint", required=True, help="a checkpoint folder written by make reproduce or the training command line")
+        q.add_argument(
+            "--checkpoint",
+            required=True,
+            help="a checkpoint folder written by make reproduce or the training command line",
+        )
         q.add_argument("--samples", type=int, default=n_default)
         q.add_argument("-o", "--output", required=True, help="output folder")
         q.add_argument("--device", default="auto")

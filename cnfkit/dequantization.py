@@ -11,18 +11,18 @@ evaluates ``log q(v | y)`` at a given ``v`` (``log_prob``; ``-inf`` outside the 
 
 * :class:`UniformDequantizer`: ``v = (y + u) / n_bins``, ``u ~ U[0, 1)^D``; bins are the cells of a
   grid, ``log q = D log n_bins``.
-* :class:`VariationalDequantizer` (Flow++): ``u = sigmoid(s)``, ``s ~ q(s | y, h)`` a conditional flow.
+* :class:`VariationalDequantizer` (Flow++): ``u = sigmoid(s)``, ``s ~ q(s | y, context)`` a conditional flow.
 * :class:`BinaryDequantizer` (Winkler et al. sec. 3.2, eq. 8): for ``y in {0, 1}^D``, half-infinite
-  noise ``v = 0.5 + sign(y - 0.5) * (softplus(s) + eps)``, ``s ~ q(s | y, h)``.  The bins are the
+  noise ``v = 0.5 + sign(y - 0.5) * (softplus(s) + eps)``, ``s ~ q(s | y, context)``.  The bins are the
   half-lines ``v > 0.5`` (y = 1) and ``v < 0.5`` (y = 0): like the flow's density ``p(v)``, they cover
   all of R^D, so the bound can be tight, which a bounded (uniform) dequantizer cannot achieve
   for a flow whose density is positive everywhere.
 
-The noise flow ``q(s | y, h)`` is any module with ``rsample(context) -> (s, log q(s))`` and
-``log_prob(s, context)`` whose context is ``[y, h]`` concatenated on the channel axis: a
+The noise flow ``q(s | y, context)`` is any module with ``rsample(context) -> (s, log q(s))`` and
+``log_prob(s, context)`` whose context is ``[y, context]`` concatenated on the channel axis: a
 :class:`~cnfkit.flows.VectorFlow` for vectors, or for images a single-level
 :class:`~cnfkit.flows.ConditionalFlow` with :class:`SqueezeContext` as conditioner (lossless
-space-to-depth of ``[y, h]`` to the flow's first level, the paper's "CNF at a single scale").
+space-to-depth of ``[y, context]`` to the flow's first level, the paper's "CNF at a single scale").
 A noise flow is only ever run in the sampling direction, so it must not rely on ActNorm's
 data-dependent initialisation (which happens on the first *forward* call): build it with
 ``actnorm=False``.
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .flows import ConditionalFlow, VectorFlow
+from .flows import Flow
 from .utils import rand
 
 __all__ = ["BinaryDequantizer", "SqueezeContext", "UniformDequantizer", "VariationalDequantizer", "check_binary"]
@@ -63,7 +63,7 @@ def _check_levels(y: Tensor, n_bins: int) -> None:
 
 
 class SqueezeContext(nn.Module):
-    """Conditioner for an image noise flow: space-to-depth of ``[y, h]`` (no information is lost)."""
+    """Conditioner for an image noise flow: space-to-depth of its context ``[y, features]`` (no information is lost)."""
 
     def forward(self, context: Tensor) -> Tensor:
         b, c, h, w = context.shape
@@ -88,17 +88,21 @@ class UniformDequantizer(nn.Module):
         self.n_bins, self.scale = n_bins, scale
         self._log_jac = math.log(n_bins) if scale else 0.0
 
-    def forward(self, y: Tensor, h: Tensor | None = None, generator=None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Tensor | None = None, generator=None) -> tuple[Tensor, Tensor]:
         """``(v, log q(v | y))``; the noise from ``generator`` (a list: one per row; ``None``: torch's global RNG)."""
         _check_levels(y, self.n_bins)
         dtype = torch.get_default_dtype() if not y.is_floating_point() else y.dtype
-        noise = torch.rand_like(y, dtype=dtype) if generator is None else rand(y.shape, generator=generator, device=y.device, dtype=dtype)
+        noise = (
+            torch.rand_like(y, dtype=dtype)
+            if generator is None
+            else rand(y.shape, generator=generator, device=y.device, dtype=dtype)
+        )
         v = y + noise
         if self.scale:
             v = v / self.n_bins
         return v, torch.full((y.shape[0],), y[0].numel() * self._log_jac, dtype=v.dtype, device=v.device)
 
-    def log_prob(self, v: Tensor, y: Tensor, h: Tensor | None = None) -> Tensor:
+    def log_prob(self, v: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
         u = v * self.n_bins - y if self.scale else v - y
         inside = ((u >= 0) & (u < 1)).reshape(u.shape[0], -1).all(dim=1)
         lq = torch.full((v.shape[0],), v[0].numel() * self._log_jac, dtype=v.dtype, device=v.device)
@@ -106,76 +110,75 @@ class UniformDequantizer(nn.Module):
 
 
 class _FlowDequantizer(nn.Module):
-    noise_flow: ConditionalFlow | VectorFlow
+    noise_flow: Flow
 
-    def __init__(self, noise_flow: ConditionalFlow | VectorFlow) -> None:
+    def __init__(self, noise_flow: Flow) -> None:
         super().__init__()
         self.noise_flow = noise_flow
 
     @staticmethod
-    def _context(y: Tensor, h: Tensor | None) -> Tensor:
+    def _noise_context(y: Tensor, context: Tensor | None) -> Tensor:
+        """The noise flow's context: ``[y, context]`` on the channel axis."""
         y = y.to(torch.get_default_dtype()) if not y.is_floating_point() else y
-        return y if h is None else torch.cat([y, h.to(y.dtype)], dim=1)
+        return y if context is None else torch.cat([y, context.to(y.dtype)], dim=1)
 
-    def _rsample(self, y: Tensor, h: Tensor | None, generator=None) -> tuple[Tensor, Tensor]:
-        ctx = self._context(y, h)
-        if isinstance(self.noise_flow, VectorFlow):
-            return self.noise_flow.rsample(ctx, generator=generator)
-        return self.noise_flow.rsample(ctx, size=(y.shape[-2], y.shape[-1]), generator=generator)
+    def _rsample(self, y: Tensor, context: Tensor | None, generator=None) -> tuple[Tensor, Tensor]:
+        # the noise has y's shape: its spatial size is y's (none for vectors)
+        return self.noise_flow.rsample(self._noise_context(y, context), size=tuple(y.shape[2:]), generator=generator)
 
 
 class VariationalDequantizer(_FlowDequantizer):
-    """Flow++ (Ho et al. 2019): ``v = (y + sigmoid(s)) / n_bins``, ``s ~ q(s | y, h)``."""
+    """Flow++ (Ho et al. 2019): ``v = (y + sigmoid(s)) / n_bins``, ``s ~ q(s | y, context)``."""
 
-    def __init__(self, noise_flow: ConditionalFlow | VectorFlow, n_bins: int = 256) -> None:
+    def __init__(self, noise_flow: Flow, n_bins: int = 256) -> None:
         super().__init__(noise_flow)
         self.n_bins = n_bins
 
-    def forward(self, y: Tensor, h: Tensor | None = None, generator=None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Tensor | None = None, generator=None) -> tuple[Tensor, Tensor]:
         _check_levels(y, self.n_bins)
-        s, log_qs = self._rsample(y, h, generator)
+        s, log_qs = self._rsample(y, context, generator)
         v = (y + torch.sigmoid(s)) / self.n_bins
         # log|dv/ds| = log sigmoid(s) + log(1 - sigmoid(s)) - log n_bins
         log_det = _per_sample(-F.softplus(-s) - F.softplus(s)) - y[0].numel() * math.log(self.n_bins)
         return v, log_qs - log_det
 
-    def log_prob(self, v: Tensor, y: Tensor, h: Tensor | None = None) -> Tensor:
+    def log_prob(self, v: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
         u = v * self.n_bins - y
         inside = ((u > 0) & (u < 1)).reshape(u.shape[0], -1).all(dim=1)
         u = u.clamp(1e-12, 1 - 1e-12)
         s = torch.log(u) - torch.log1p(-u)
         log_det = _per_sample(-F.softplus(-s) - F.softplus(s)) - y[0].numel() * math.log(self.n_bins)
-        lq = self.noise_flow.log_prob(s, self._context(y, h)) - log_det
+        lq = self.noise_flow.log_prob(s, self._noise_context(y, context)) - log_det
         return torch.where(inside, lq, torch.full_like(lq, -math.inf))
 
 
 class BinaryDequantizer(_FlowDequantizer):
     """Winkler et al.'s binary variational dequantizer with half-infinite noise (eq. 8).
 
-    ``v = 0.5 + sign(y - 0.5) * (softplus(s) + eps)``, ``s ~ q(s | y, h)``;
-    ``log q(v | y) = log q(s | y, h) - sum log sigmoid(s)`` (the derivative of softplus is the
+    ``v = 0.5 + sign(y - 0.5) * (softplus(s) + eps)``, ``s ~ q(s | y, context)``;
+    ``log q(v | y) = log q(s | y, context) - sum log sigmoid(s)`` (the derivative of softplus is the
     sigmoid).  ``eps`` keeps ``v`` strictly on its side of 0.5 even when softplus underflows.
     """
 
-    def __init__(self, noise_flow: ConditionalFlow | VectorFlow, eps: float = 1e-6) -> None:
+    def __init__(self, noise_flow: Flow, eps: float = 1e-6) -> None:
         super().__init__(noise_flow)
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.eps = eps
 
-    def forward(self, y: Tensor, h: Tensor | None = None, generator=None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Tensor | None = None, generator=None) -> tuple[Tensor, Tensor]:
         check_binary(y)
-        s, log_qs = self._rsample(y, h, generator)
+        s, log_qs = self._rsample(y, context, generator)
         sign = 2 * y.to(s.dtype) - 1
         v = 0.5 + sign * (F.softplus(s) + self.eps)
         return v, log_qs + _per_sample(F.softplus(-s))  # - sum log sigmoid(s)
 
-    def log_prob(self, v: Tensor, y: Tensor, h: Tensor | None = None) -> Tensor:
+    def log_prob(self, v: Tensor, y: Tensor, context: Tensor | None = None) -> Tensor:
         check_binary(y)
         sign = 2 * y.to(v.dtype) - 1
         t = sign * (v - 0.5) - self.eps  # = softplus(s) > 0 inside the bin
         inside = (t > 0).reshape(t.shape[0], -1).all(dim=1)
         t = t.clamp_min(1e-30)
         s = t + torch.log(-torch.expm1(-t))  # softplus^{-1}(t) = log(exp(t) - 1), stably
-        lq = self.noise_flow.log_prob(s, self._context(y, h)) + _per_sample(F.softplus(-s))
+        lq = self.noise_flow.log_prob(s, self._noise_context(y, context)) + _per_sample(F.softplus(-s))
         return torch.where(inside, lq, torch.full_like(lq, -math.inf))

@@ -18,7 +18,17 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["bits_per_dim", "f_score", "max_f_score", "pr_curve", "precision_recall", "psnr", "rgb_to_y", "sr_psnr_ssim", "ssim"]
+__all__ = [
+    "bits_per_dim",
+    "f_score",
+    "max_f_score",
+    "pr_curve",
+    "precision_recall",
+    "psnr",
+    "rgb_to_y",
+    "sr_psnr_ssim",
+    "ssim",
+]
 
 
 def bits_per_dim(log_prob: Tensor, num_dims: int, n_bins: int | None = None) -> Tensor:

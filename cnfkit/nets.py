@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Shared", "ZeroConv2d", "glow_net", "instance_net", "mlp", "net_factory", "run_with_context", "zero_linear"]
+__all__ = [
+    "Concat",
+    "Context",
+    "NetFactory",
+    "PriorContext",
+    "Shared",
+    "ZeroConv2d",
+    "glow_net",
+    "instance_net",
+    "mlp",
+    "net_factory",
+    "run_with_context",
+    "zero_linear",
+]
 
 
 class Shared(NamedTuple):
@@ -34,6 +47,26 @@ class Shared(NamedTuple):
 
     def materialize(self) -> Tensor:
         return self.features.repeat_interleave(self.repeats, dim=0)
+
+
+class Concat(NamedTuple):
+    """``[x, context]`` on the channel axis, concatenated inside the network that receives it (so a
+    :class:`Shared` context still has its share of the first layer computed once per group).
+    The split prior's input: the kept half of the latent and the flow's context features."""
+
+    x: Tensor
+    context: Tensor | Shared
+
+
+Context: TypeAlias = Tensor | Shared | None
+"""What a layer accepts as its ``context``: a feature map (``[B, C_h, ...]``), a :class:`Shared` map (one
+per group of rows), or ``None`` (unconditional)."""
+
+PriorContext: TypeAlias = Tensor | Shared | Concat | None
+"""What a prior's network accepts: a :data:`Context`, or a :class:`Concat` of a tensor and one."""
+
+NetFactory = Callable[[int, int], nn.Module]
+"""``net_fn(in_channels, out_channels) -> nn.Module``: builds a coupling or prior network."""
 
 
 def _first_layer_split(layer: nn.Conv2d | nn.Linear, x: Tensor | None, ctx: Tensor) -> tuple[Tensor | None, Tensor]:

@@ -17,8 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .layers import NetFactory
-from .nets import Shared, run_with_context
+from .nets import Concat, Context, NetFactory, PriorContext, Shared, run_with_context
 from .utils import randn
 
 __all__ = ["DiagonalGaussian", "SplitPrior", "gaussian_log_prob", "standard_normal_log_prob"]
@@ -61,21 +60,26 @@ class DiagonalGaussian(nn.Module):
             self.net = None
             self.bias = nn.Parameter(torch.zeros(2 * channels))
 
-    def params(self, context, like_shape: torch.Size | tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    def params(self, context: PriorContext, like_shape: torch.Size | tuple[int, ...]) -> tuple[Tensor, Tensor]:
         """Mean and log-std, broadcastable to a tensor of shape ``like_shape``.
 
         ``context``: a tensor, a :class:`~cnfkit.nets.Shared` context (one map per group of rows), or
-        a pair ``(x, shared_or_tensor)`` that stands for their concatenation on the channel axis."""
+        a :class:`~cnfkit.nets.Concat` that stands for a concatenation on the channel axis."""
         if self.net is None:
             p = self.bias.view((1, -1) + (1,) * (len(like_shape) - 2))
         else:
             if context is None:
-                raise ValueError(f"this prior is conditional (context_channels={self.context_channels}) but got no context")
-            x, ctx = context if isinstance(context, tuple) and not isinstance(context, Shared) else (None, context)
+                raise ValueError(
+                    f"this prior is conditional (context_channels={self.context_channels}) but got no context"
+                )
+            x, ctx = (context.x, context.context) if isinstance(context, Concat) else (None, context)
             feats = ctx.features if isinstance(ctx, Shared) else ctx
             channels = feats.shape[1] + (0 if x is None else x.shape[1])
             if channels != self.context_channels:
-                raise ValueError(f"prior context must have {self.context_channels} channels, got {channels} (shape {tuple(feats.shape)})")
+                raise ValueError(
+                    f"prior context must have {self.context_channels} channels, got {channels} (shape "
+                    f"{tuple(feats.shape)})"
+                )
             p = run_with_context(self.net, x, ctx).to(self._dtype())  # float32 log-densities even under autocast
         mean, log_std = p.chunk(2, dim=1)
         return mean, log_std
@@ -83,14 +87,14 @@ class DiagonalGaussian(nn.Module):
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+    def log_prob(self, z: Tensor, context: PriorContext = None) -> Tensor:
         mean, log_std = self.params(context, z.shape)
         return gaussian_log_prob(z, mean, log_std)
 
     def sample(
         self,
         shape: tuple[int, ...],
-        context: Tensor | None = None,
+        context: PriorContext = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
@@ -106,46 +110,45 @@ class DiagonalGaussian(nn.Module):
 class SplitPrior(nn.Module):
     """Factor out half of the channels and model them as ``p(z_out | z_keep, h)``.
 
-    ``forward(z, cond) -> (z_keep, z_out, log p(z_out | z_keep, h))``; the inverse,
+    ``forward(z, context) -> (z_keep, z_out, log p(z_out | z_keep, h))``; the inverse,
     :meth:`join`, re-attaches a given ``z_out`` or samples one (with a temperature).
     Channel order: ``z = [z_keep, z_out]`` with ``z_out`` the last ``channels // 2`` channels.
     """
 
-    def __init__(self, channels: int, cond_channels: int, net_fn: NetFactory) -> None:
+    def __init__(self, channels: int, context_channels: int, net_fn: NetFactory) -> None:
         super().__init__()
         if channels < 2:
             raise ValueError(f"a split needs at least 2 channels, got {channels}")
         self.channels = channels
         self.out_channels = channels // 2
         self.keep_channels = channels - self.out_channels
-        self.cond_channels = cond_channels
-        self.prior = DiagonalGaussian(self.out_channels, self.keep_channels + cond_channels, net_fn)
+        self.context_channels = context_channels
+        self.prior = DiagonalGaussian(self.out_channels, self.keep_channels + context_channels, net_fn)
 
-    def _context(self, z_keep: Tensor, cond):
-        if self.cond_channels == 0:
+    def _prior_context(self, z_keep: Tensor, context: Context) -> PriorContext:
+        if self.context_channels == 0:
             return z_keep
-        if cond is None:
-            raise ValueError(f"SplitPrior was built with cond_channels={self.cond_channels} but got cond=None")
-        if isinstance(cond, Shared):
-            return (z_keep, cond)  # concatenated inside the prior network, the shared part once per group
-        return torch.cat((z_keep, cond), dim=1)
+        if context is None:
+            raise ValueError(f"SplitPrior was built with context_channels={self.context_channels} but got context=None")
+        if isinstance(context, Shared):
+            return Concat(z_keep, context)  # concatenated inside the prior network, the shared part once per group
+        return torch.cat((z_keep, context), dim=1)
 
-    def forward(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor, Tensor]:
         if z.shape[1] != self.channels:
             raise ValueError(f"SplitPrior expects {self.channels} channels, got shape {tuple(z.shape)}")
         z_keep, z_out = torch.split(z, [self.keep_channels, self.out_channels], dim=1)
-        return z_keep, z_out, self.prior.log_prob(z_out, self._context(z_keep, cond))
+        return z_keep, z_out, self.prior.log_prob(z_out, self._prior_context(z_keep, context))
 
     def join(
         self,
         z_keep: Tensor,
-        cond: Tensor | None = None,
+        context: Context = None,
         z_out: Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        context = self._context(z_keep, cond)
         if z_out is None:
             shape = (z_keep.shape[0], self.out_channels) + tuple(z_keep.shape[2:])
-            z_out = self.prior.sample(shape, context, temperature, generator)
+            z_out = self.prior.sample(shape, self._prior_context(z_keep, context), temperature, generator)
         return torch.cat((z_keep, z_out), dim=1)

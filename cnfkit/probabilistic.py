@@ -57,7 +57,14 @@ def _reliability(conf: Tensor, correct: Tensor, n_bins: int) -> dict:
     freq = torch.bincount(idx, weights=correct, minlength=n_bins) / count.clamp_min(1)
     ece = float(((count / conf.numel()) * (freq - mean_conf).abs()).sum())
     keep = count > 0
-    return {"ece": ece, "bins": {"confidence": mean_conf[keep].tolist(), "frequency": freq[keep].tolist(), "count": count[keep].long().tolist()}}
+    return {
+        "ece": ece,
+        "bins": {
+            "confidence": mean_conf[keep].tolist(),
+            "frequency": freq[keep].tolist(),
+            "count": count[keep].long().tolist(),
+        },
+    }
 
 
 def binary_calibration(probs: Tensor, target: Tensor, mask: Tensor | None = None, n_bins: int = 15) -> dict:
@@ -100,7 +107,9 @@ def iou_distance(a: Tensor, b: Tensor) -> Tensor:
     """``1 - IoU`` of binary maps ``a`` and ``b`` of the same shape ``[n, *S]`` (one distance per row);
     two empty maps have distance 0 (as in Kohl et al. 2018)."""
     if a.shape != b.shape or a.dim() < 2:
-        raise ValueError(f"iou_distance needs two batches of maps [n, *S] of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"iou_distance needs two batches of maps [n, *S] of one shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     a, b = a.bool().flatten(1), b.bool().flatten(1)
     inter, union = (a & b).sum(1).double(), (a | b).sum(1).double()
     return torch.where(union > 0, 1 - inter / union.clamp_min(1), torch.zeros_like(union))
@@ -131,14 +140,19 @@ def generalized_energy_distance(samples: Tensor, annotations: Tensor, mask: Tens
     estimator of Kohl et al.'s implementation), so identical sample and annotation sets give ged = 0
     exactly; :func:`sample_diversity` is the mean over distinct pairs."""
     if samples.shape[1:] != annotations.shape[1:]:
-        raise ValueError(f"samples {tuple(samples.shape)} and annotations {tuple(annotations.shape)} must have the same map shape")
+        raise ValueError(
+            f"samples {tuple(samples.shape)} and annotations {tuple(annotations.shape)} must have the same map shape"
+        )
     check_binary(samples, "samples")
     check_binary(annotations, "annotations")
     if mask is not None:
         if mask.shape != samples.shape[1:]:
             raise ValueError(f"mask must have the map shape {tuple(samples.shape[1:])}, got {tuple(mask.shape)}")
         keep = mask.bool().reshape(-1)
-        samples, annotations = samples.reshape(samples.shape[0], -1)[:, keep], annotations.reshape(annotations.shape[0], -1)[:, keep]
+        samples, annotations = (
+            samples.reshape(samples.shape[0], -1)[:, keep],
+            annotations.reshape(annotations.shape[0], -1)[:, keep],
+        )
     cross = float(_pairwise(samples, annotations).mean())
     div_s, div_y = float(_pairwise(samples, samples).mean()), float(_pairwise(annotations, annotations).mean())
     return {"ged": 2 * cross - div_s - div_y, "cross": cross, "diversity": div_s, "annotator_diversity": div_y}
@@ -212,12 +226,17 @@ def lr_psnr(hr: Tensor, lr: Tensor, scale: int = 2, max_db: float = 100.0) -> Te
     same MATLAB bicubic that made the LR input) and ``lr``, RGB in [0, 255], per image ``[B]``.
     A perfect match (the true HR image against its own LR) has infinite PSNR: capped at ``max_db``."""
     if hr.dim() != 4 or lr.dim() != 4 or hr.shape[:2] != lr.shape[:2]:
-        raise ValueError(f"hr [B, C, H, W] and lr [B, C, h, w] must match in batch and channels, got {tuple(hr.shape)} and {tuple(lr.shape)}")
+        raise ValueError(
+            f"hr [B, C, H, W] and lr [B, C, h, w] must match in batch and channels, got {tuple(hr.shape)} and "
+            f"{tuple(lr.shape)}"
+        )
     if hr.shape[-2] != scale * lr.shape[-2] or hr.shape[-1] != scale * lr.shape[-1]:
         raise ValueError(f"hr {tuple(hr.shape[-2:])} must be {scale}x lr {tuple(lr.shape[-2:])}")
     down = imresize(hr.double(), 1.0 / scale)
     b = hr.shape[0]
-    return psnr(down.reshape(b, -1, down.shape[-1]), lr.double().reshape(b, -1, lr.shape[-1])).clamp(max=max_db)  # over C, H, W
+    return psnr(down.reshape(b, -1, down.shape[-1]), lr.double().reshape(b, -1, lr.shape[-1])).clamp(
+        max=max_db
+    )  # over C, H, W
 
 
 def pixel_diversity(samples: Tensor) -> float:
@@ -231,7 +250,12 @@ def mode_mass_error(samples: Tensor, centers: Tensor, true_mass: Tensor) -> dict
     """How a method's posterior samples ``[n, d]`` spread over the modes ``centers [K, d]`` (each sample
     counted for its nearest centre) against the true posterior mass per mode ``true_mass [K]``:
     the mass per mode, the total variation ``0.5 * sum |mass - true|`` and the largest error."""
-    if samples.dim() != 2 or centers.dim() != 2 or samples.shape[1] != centers.shape[1] or true_mass.shape != (centers.shape[0],):
+    if (
+        samples.dim() != 2
+        or centers.dim() != 2
+        or samples.shape[1] != centers.shape[1]
+        or true_mass.shape != (centers.shape[0],)
+    ):
         raise ValueError("samples [n, d], centers [K, d] and true_mass [K] needed")
     if abs(float(true_mass.sum()) - 1) > 1e-6:
         raise ValueError("true_mass must sum to 1")

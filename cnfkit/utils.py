@@ -6,6 +6,8 @@ import hashlib
 import os
 import random
 import re
+import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,11 @@ import torch
 from torch import nn
 
 __all__ = [
+    "PhaseTimer",
     "default_device",
     "module_device",
     "num_parameters",
+    "phase",
     "rand",
     "randn",
     "remove_stale_temporaries",
@@ -139,3 +143,29 @@ def remove_stale_temporaries(folder: Path, pattern: str) -> list[Path]:
         p.unlink(missing_ok=True)
         removed.append(p)
     return removed
+
+
+class PhaseTimer:
+    """Wall time per phase of a run: ``with timer("training"): ...``; the drivers fill it, the results JSON shows it."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+    def summary(self, wall_time_s: float) -> dict[str, float]:
+        """Each phase, and the rest of the wall time (tables, figures, data loading) as ``other``."""
+        out = {k: round(v, 2) for k, v in self.seconds.items()}
+        out["other"] = round(max(0.0, wall_time_s - sum(self.seconds.values())), 2)
+        return out
+
+
+def phase(timer: PhaseTimer | None, name: str):
+    """``timer(name)``, or a no-op context when there is no timer."""
+    return timer(name) if timer is not None else nullcontext()

@@ -61,7 +61,18 @@ def build(profile: str = "quick", out: Path | None = None, root: Path = ROOT) ->
     """Stage and build; returns the HTML folder (its ``index.html`` is the front page)."""
     out = out or root / "build" / "book" / profile
     src = stage(profile, root / "build" / "book-src" / profile, root)
-    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-W", "--keep-going", str(src), str(out)]  # a warning fails the build
+    cmd = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-b",
+        "html",
+        "-q",
+        "-W",
+        "--keep-going",
+        str(src),
+        str(out),
+    ]  # a warning fails the build
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=None)
     if done.returncode != 0:
         raise BookError(f"sphinx-build failed ({done.returncode}):\n{done.stderr[-4000:]}")

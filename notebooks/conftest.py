@@ -30,4 +30,6 @@ def pytest_collection_modifyitems(config, items):
         needs = REQUIRES.get(Path(str(item.fspath)).name, ())
         missing = [n for n in needs if not _available(n)]
         if missing:
-            item.add_marker(pytest.mark.skip(reason=f"dataset(s) {', '.join(missing)} not available (see data/README.md)"))
+            item.add_marker(
+                pytest.mark.skip(reason=f"dataset(s) {', '.join(missing)} not available (see data/README.md)")
+            )

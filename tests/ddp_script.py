@@ -17,14 +17,18 @@ def main(out: str, mode: str) -> None:
     def interrupt(trainer, step, metrics):
         if mode == "interrupt" and step == 4:
             raise KeyboardInterrupt
-        if mode == "sigterm" and step == 4 and rank == 0:  # pre-emption seen by one rank: both must stop at the same step
+        if (
+            mode == "sigterm" and step == 4 and rank == 0
+        ):  # pre-emption seen by one rank: both must stop at the same step
             import os
             import signal
 
             os.kill(os.getpid(), signal.SIGTERM)
 
     cfg = config(steps=8, checkpoint_every=0) if mode in ("sigterm", "resume-sigterm") else config(steps=8)
-    trainer = Trainer(model, loss_fn, sampler(x, y), cfg, checkpoint_dir=out, callbacks=[interrupt], progress=False, device=device)
+    trainer = Trainer(
+        model, loss_fn, sampler(x, y), cfg, checkpoint_dir=out, callbacks=[interrupt], progress=False, device=device
+    )
     try:
         trainer.fit()
     except KeyboardInterrupt:

@@ -15,13 +15,18 @@ def main(which: str) -> None:
         from cnfkit.experiments import theory
 
         cfg = theory.config("smoke")
-        out["rotating"] = {k: v["test_nll"] for k, v in theory.run_rotating(cfg, progress=False, device="cpu")["metrics"].items()}
+        out["rotating"] = {
+            k: v["test_nll"] for k, v in theory.run_rotating(cfg, progress=False, device="cpu")["metrics"].items()
+        }
         gmm = theory.run_gmm(cfg, methods=("xiao", "cnf"), progress=False, device="cpu")["metrics"]
         out["gmm"] = {k: [v.get("accuracy"), v["posterior_mmd"], v["mode_mass_error"]] for k, v in gmm.items()}
     if which in ("all", "binary"):
         from cnfkit.experiments import binary_dequantization as bd
 
-        out["binary"] = {k: v["test_bpd"] for k, v in bd.run_images(bd.config("smoke"), progress=False, device="cpu")["metrics"].items()}
+        out["binary"] = {
+            k: v["test_bpd"]
+            for k, v in bd.run_images(bd.config("smoke"), progress=False, device="cpu")["metrics"].items()
+        }
     if which in ("all", "drive"):
         from cnfkit.data.drive import DriveSplit
         from cnfkit.experiments import drive
@@ -38,9 +43,17 @@ def main(which: str) -> None:
 
         g = torch.Generator().manual_seed(0)
         imgs = [torch.randint(0, 256, (3, 136, 140), generator=g, dtype=torch.uint8) for _ in range(3)]
-        res = sr.run(sr.config("smoke"), progress=False, device="cpu", data={"train": imgs, "test": imgs, "test_sets": {"Set5": imgs[:2]}})
+        res = sr.run(
+            sr.config("smoke"),
+            progress=False,
+            device="cpu",
+            data={"train": imgs, "test": imgs, "test_sets": {"Set5": imgs[:2]}},
+        )
         t2 = res["table2"]["Set5"]
-        out["sr"] = {"table1": res["table1"], "table2": {k: [t2[k].get("bpd"), t2[k]["psnr"], t2[k]["ssim"]] for k in ("CNF", "LL Baseline")}}
+        out["sr"] = {
+            "table1": res["table1"],
+            "table2": {k: [t2[k].get("bpd"), t2[k]["psnr"], t2[k]["ssim"]] for k in ("CNF", "LL Baseline")},
+        }
     print(json.dumps(out))
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.autograd.functional import jacobian
 
-from cnfkit.layers import ActNorm
+from cnfkit.bijections import ActNorm
 
 
 @torch.no_grad()

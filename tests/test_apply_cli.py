@@ -50,7 +50,13 @@ def test_superres_on_a_photo(tmp_path):
         == 0
     )
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["photo_baseline_mode.png", "photo_bicubic.png", "photo_posterior_mean.png", "photo_sample0.png", "photo_sample1.png"]
+    assert names == [
+        "photo_baseline_mode.png",
+        "photo_bicubic.png",
+        "photo_posterior_mean.png",
+        "photo_sample0.png",
+        "photo_sample1.png",
+    ]
     for n in names:
         with Image.open(tmp_path / "out" / n) as im:
             assert im.size == (60, 42) and im.mode == "RGB"  # 2x the input
@@ -67,9 +73,31 @@ def test_segment_on_a_fundus_image(tmp_path):
     cfg = drive.CONFIGS["smoke"].replace(pad_to=48, crop=16, steps=2)
     drive.run(cfg, data=(split, split), progress=False, device="cpu", checkpoint_dir=tmp_path / "ck", train_only=True)
     img = _png(tmp_path / "fundus.png", 30, 27)
-    assert main(["segment", str(img), "--checkpoint", str(tmp_path / "ck"), "--samples", "3", "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(img),
+                "--checkpoint",
+                str(tmp_path / "ck"),
+                "--samples",
+                "3",
+                "-o",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["fundus_factored.png", "fundus_mean.png", "fundus_sample0.png", "fundus_sample1.png", "fundus_sample2.png"]
+    assert names == [
+        "fundus_factored.png",
+        "fundus_mean.png",
+        "fundus_sample0.png",
+        "fundus_sample1.png",
+        "fundus_sample2.png",
+    ]
     with Image.open(tmp_path / "out" / "fundus_sample0.png") as im:
         a = np.asarray(im)
         assert a.shape == (30, 27) and set(np.unique(a)) <= {0, 255}

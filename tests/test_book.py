@@ -105,7 +105,9 @@ def test_every_page_loads_without_errors_and_renders_figures_and_math(site, brow
         page.goto(f"{base}/{page_path}", wait_until="networkidle")
         assert not errors, f"{page_path}: console errors {errors}"
         assert not failed, f"{page_path}: requests failed {failed}"
-        offsite = [u for u in page.evaluate("Array.from(document.scripts).map(s => s.src)") if u and not u.startswith(base)]
+        offsite = [
+            u for u in page.evaluate("Array.from(document.scripts).map(s => s.src)") if u and not u.startswith(base)
+        ]
         assert not offsite, f"{page_path}: scripts from elsewhere {offsite}"
         if figures:
             sizes = page.evaluate("Array.from(document.images).map(i => [i.currentSrc, i.complete, i.naturalWidth])")

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import json
 
-from cnfkit import claims
+from cnfkit.repro import claims
 
 
 def _results(cnf_bpd: float, factored_bpd: float) -> dict:
-    s = lambda bpd, f, e: {"bpd": bpd, "bpd_std": 0.0, "f_score": f, "f_score_std": 0.0, "pr_distance_to_human": {"energy_distance": e}}
+    s = lambda bpd, f, e: {
+        "bpd": bpd,
+        "bpd_std": 0.0,
+        "f_score": f,
+        "f_score_std": 0.0,
+        "pr_distance_to_human": {"energy_distance": e},
+    }
     return {
-        "drive": {"summary": {"cnf": s(cnf_bpd, 0.80, 0.01), "factored": s(factored_bpd, 0.805, 0.05), "cnf_uniform": s(0.3, 0.76, 0.04)}},
-        "mnist": {"datasets": {"MNIST": {"accuracy_forward_pass": 0.9836}, "FashionMNIST": {"accuracy_forward_pass": 0.85}}},
+        "drive": {
+            "summary": {
+                "cnf": s(cnf_bpd, 0.80, 0.01),
+                "factored": s(factored_bpd, 0.805, 0.05),
+                "cnf_uniform": s(0.3, 0.76, 0.04),
+            }
+        },
+        "mnist": {
+            "datasets": {"MNIST": {"accuracy_forward_pass": 0.9836}, "FashionMNIST": {"accuracy_forward_pass": 0.85}}
+        },
         "super_resolution": {
             "table1": {"BSDS500 32x32 (ImageNet32 stand-in)": {"CNF": 3.9, "Factorized LL": 5.3}},
             "table2": {"Set5": {"CNF": {"bpd": 4.0}, "LL Baseline": {"bpd": 4.7}}},
@@ -33,7 +47,9 @@ def test_verdicts_follow_the_numbers(tmp_path):
     assert rows["drive_bpd_vs_factored"]["holds"] is True and "0.1600" in rows["drive_bpd_vs_factored"]["measured"]
     assert rows["drive_max_f"]["holds"] is True  # 0.800 vs 0.805: within the 0.01 noise floor
     assert rows["drive_samples_near_human"]["holds"] is True
-    assert rows["xiao_mnist_forward"]["holds"] is True and rows["xiao_fashion_forward"]["holds"] is False  # 0.85 vs 0.901
+    assert (
+        rows["xiao_mnist_forward"]["holds"] is True and rows["xiao_fashion_forward"]["holds"] is False
+    )  # 0.85 vs 0.901
     assert rows["sr_bpd_heldout"]["holds"] is True and rows["sr_bpd_set5"]["holds"] is True
     assert rows["sr_bpd_set14"]["holds"] is None  # not measured: never a silent pass
     assert rows["sr_posterior_mean_psnr"]["holds"] is False
@@ -54,12 +70,15 @@ def test_write_claims_reads_the_folder(tmp_path):
 
 
 def test_a_claim_that_fails_says_why_from_its_learning_curves(tmp_path):
-    from cnfkit.results import curve_summary
+    from cnfkit.repro.results import curve_summary
 
     falling = [{"step": s, "loss": 2.0 - s / 1000} for s in range(10, 1010, 10)]
     flat = [{"step": s, "loss": 1.0} for s in range(10, 1010, 10)]
     r = _results(0.16, 0.29)
-    r["mnist"]["datasets"]["FashionMNIST"]["learning_curves"] = {"autoencoder": curve_summary(falling), "xiao_flow": curve_summary(flat)}
+    r["mnist"]["datasets"]["FashionMNIST"]["learning_curves"] = {
+        "autoencoder": curve_summary(falling),
+        "xiao_flow": curve_summary(flat),
+    }
     rows = {row["id"]: row for row in claims.evaluate_claims(r)}
     why = rows["xiao_fashion_forward"]["why_not"]
     assert "FashionMNIST auto-encoder: training loss still falling at step 1000" in why
@@ -73,7 +92,7 @@ def test_a_claim_that_fails_says_why_from_its_learning_curves(tmp_path):
 
 
 def test_curve_summary_reads_the_end_of_training():
-    from cnfkit.results import curve_summary
+    from cnfkit.repro.results import curve_summary
 
     assert curve_summary([{"step": 1, "loss": 1.0}] * 5) is None  # too short to say
     c = curve_summary([{"step": s, "loss": 10.0 - s} for s in range(1, 11)] + [{"step": 10, "final": 1.0}])

@@ -35,7 +35,7 @@ def exact_uniform_log_P(y):
 
 def noise_flow(seed=0, std=0.2):
     torch.manual_seed(seed)
-    return randomize(VectorFlow(2, cond_dim=2, blocks=2, hidden=16).double(), std=std, seed=seed)
+    return randomize(VectorFlow(2, context_dim=2, blocks=2, hidden=16).double(), std=std, seed=seed)
 
 
 def _bound(deq, y, n=20000):
@@ -108,7 +108,15 @@ def test_binary_samples_lie_on_the_correct_side():
 def test_binary_dequantizer_on_images_with_a_single_scale_cnf():
     torch.manual_seed(0)
     flow = ConditionalFlow(
-        1, levels=1, steps=2, hidden=8, cond_channels=4 * 3, conditioner=SqueezeContext(), coupling="additive", coupling_net="instance", actnorm=False
+        1,
+        levels=1,
+        steps=2,
+        hidden=8,
+        context_channels=4 * 3,
+        conditioner=SqueezeContext(),
+        coupling="additive",
+        coupling_net="instance",
+        actnorm=False,
     )
     deq = BinaryDequantizer(flow.double())
     y = (torch.rand(2, 1, 8, 8) > 0.7).double()

@@ -12,7 +12,7 @@ from .helpers import randomize
 
 def _image_flow():
     torch.manual_seed(0)
-    return randomize(ConditionalFlow(1, levels=2, steps=1, hidden=8, cond_channels=3).double(), std=0.1)
+    return randomize(ConditionalFlow(1, levels=2, steps=1, hidden=8, context_channels=3).double(), std=0.1)
 
 
 def test_shapes_follow_torch_distributions_conventions():
@@ -43,7 +43,7 @@ def test_rsample_carries_gradients_and_validate_args_checks_shapes():
 
 def test_vector_flow_and_independent_composition():
     torch.manual_seed(0)
-    v = VectorFlow(2, cond_dim=1, blocks=1, hidden=8).double()
+    v = VectorFlow(2, context_dim=1, blocks=1, hidden=8).double()
     x = torch.randn(5, 1, dtype=torch.float64)
     d = v.given(x)
     assert d.batch_shape == (5,) and d.event_shape == (2,)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cnfkit import ConditionalFlow
-from cnfkit.profiles import ProfileError
-from cnfkit.superres import FactorizedLogisticSR, SRFlow
+from cnfkit.models.superres import FactorizedLogisticSR, SRFlow
+from cnfkit.repro.profiles import ProfileError
 from cnfkit.train import TrainConfig, Trainer
 
 from .helpers import randomize
@@ -19,7 +19,7 @@ from .train_fixtures import loss_fn, make_problem, sampler
 
 def _flow():
     torch.manual_seed(0)
-    flow = ConditionalFlow(3, levels=2, steps=2, hidden=32, cond_channels=8)
+    flow = ConditionalFlow(3, levels=2, steps=2, hidden=32, context_channels=8)
     return randomize(flow, std=0.05)
 
 
@@ -35,7 +35,7 @@ def test_bf16_autocast_log_prob_is_float32_and_close_to_fp32():
     # bf16 networks (8 bits of mantissa) move log p by well under 1% of its size
     assert ((lp - ref).abs() / ref.abs()).max() < 1e-2
     # one coupling is exactly invertible under autocast: its network sees the same passive half both ways
-    from cnfkit.layers import AffineCoupling
+    from cnfkit.bijections import AffineCoupling
 
     layer = next(m for m in flow.modules() if isinstance(m, AffineCoupling))
     t, h = torch.randn(2, 12, 8, 8, generator=g), torch.randn(2, 8, 8, 8, generator=g)
@@ -53,8 +53,8 @@ def test_bf16_autocast_log_prob_is_float32_and_close_to_fp32():
 
 def test_bf16_autocast_models_keep_float32_likelihoods():
     torch.manual_seed(0)
-    cnf = SRFlow(levels=2, steps=1, hidden=8, rrdb_blocks=1, growth=4, nf=8, context=8)
-    base = FactorizedLogisticSR(rrdb_blocks=1, growth=4, nf=8, context=8, hidden=8)
+    cnf = SRFlow(levels=2, steps=1, hidden=8, rrdb_blocks=1, growth=4, nf=8, context_channels=8)
+    base = FactorizedLogisticSR(rrdb_blocks=1, growth=4, nf=8, context_channels=8, hidden=8)
     y = torch.randint(0, 256, (2, 3, 16, 16)).float()
     x = torch.randint(0, 256, (2, 3, 8, 8)).float()
     ref = base(y, x)
@@ -98,7 +98,11 @@ def test_failed_compilation_falls_back_to_eager_with_a_warning():
 
     model, x, y = make_problem()
     trainer = Trainer(
-        model, loss_fn, sampler(x, y), TrainConfig(steps=3, lr=1e-2, compile=True, compile_backend="cnfkit_broken_backend"), progress=False
+        model,
+        loss_fn,
+        sampler(x, y),
+        TrainConfig(steps=3, lr=1e-2, compile=True, compile_backend="cnfkit_broken_backend"),
+        progress=False,
     )
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         trainer.fit()

@@ -16,9 +16,11 @@ from cnfkit.priors import standard_normal_log_prob
 from .helpers import brute_logdet, randomize
 
 
-def _small_flow(cond_channels=3, conditioner=None, **kw):
+def _small_flow(context_channels=3, conditioner=None, **kw):
     torch.manual_seed(0)
-    flow = ConditionalFlow(1, levels=2, steps=2, hidden=8, cond_channels=cond_channels, conditioner=conditioner, **kw)
+    flow = ConditionalFlow(
+        1, levels=2, steps=2, hidden=8, context_channels=context_channels, conditioner=conditioner, **kw
+    )
     return randomize(flow.double(), std=0.2)
 
 
@@ -31,10 +33,10 @@ def _encode_flat(flow, x):
 
 
 FLOW_CASES = {
-    "conditional-affine": {"cond_channels": 3},
-    "conditional-additive-instancenet": {"cond_channels": 3, "coupling": "additive", "coupling_net": "instance"},
-    "unconditional": {"cond_channels": 0},
-    "conditional-plain-1x1": {"cond_channels": 3, "lu": False},
+    "conditional-affine": {"context_channels": 3},
+    "conditional-additive-instancenet": {"context_channels": 3, "coupling": "additive", "coupling_net": "instance"},
+    "unconditional": {"context_channels": 0},
+    "conditional-plain-1x1": {"context_channels": 3, "lu": False},
 }
 
 
@@ -44,7 +46,7 @@ def test_multiscale_flow_is_an_exact_bijection(case):
     flow = _small_flow(**kw)
     g = torch.Generator().manual_seed(1)
     y = torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float64)
-    x = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) if kw["cond_channels"] else None
+    x = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) if kw["context_channels"] else None
     zs, _ = flow.encode(y, x)
     assert [z.shape[1] for z in zs] == flow.latent_channels == [2, 8]
     torch.testing.assert_close(flow.decode(zs, x), y, rtol=0, atol=1e-10)
@@ -56,7 +58,7 @@ def test_multiscale_flow_logdet_matches_jacobian(case):
     flow = _small_flow(**kw)
     g = torch.Generator().manual_seed(2)
     y = torch.randn(1, 1, 8, 8, generator=g, dtype=torch.float64)
-    x = torch.randn(1, 3, 4, 4, generator=g, dtype=torch.float64) if kw["cond_channels"] else None
+    x = torch.randn(1, 3, 4, 4, generator=g, dtype=torch.float64) if kw["context_channels"] else None
     zs_y, logdet = flow.encode(y, x)
     torch.testing.assert_close(logdet[0], brute_logdet(_encode_flat(flow, x), y), rtol=0, atol=1e-9)
 
@@ -106,7 +108,7 @@ def test_conditioner_module_and_per_level_features():
             return [self.a(x), nn.functional.avg_pool2d(self.b(x), 2)]
 
     torch.manual_seed(0)
-    flow = randomize(ConditionalFlow(1, 2, 2, 8, cond_channels=[3, 5], conditioner=TwoLevel()).double(), std=0.2)
+    flow = randomize(ConditionalFlow(1, 2, 2, 8, context_channels=[3, 5], conditioner=TwoLevel()).double(), std=0.2)
     x = torch.randn(1, 2, 2, 2, dtype=torch.float64)
     y = torch.randn(1, 1, 4, 4, dtype=torch.float64)
     zs, logdet = flow.encode(y, x)
@@ -129,7 +131,7 @@ def test_sample_shapes_temperature_and_determinism():
     m1 = flow.sample(x, temperature=0.0, generator=torch.Generator().manual_seed(0))
     m2 = flow.sample(x, temperature=0.0, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(m1, m2)
-    u = _small_flow(cond_channels=0).sample(num_samples=2, size=(4, 8))
+    u = _small_flow(context_channels=0).sample(num_samples=2, size=(4, 8))
     assert u.shape == (2, 1, 4, 8)
 
 
@@ -150,7 +152,7 @@ def test_state_dict_roundtrip_gives_identical_log_prob():
     torch.save(flow.state_dict(), buf)
     buf.seek(0)
     torch.manual_seed(123)  # a different random init for the fresh copy
-    fresh = ConditionalFlow(1, levels=2, steps=2, hidden=8, cond_channels=3).double()
+    fresh = ConditionalFlow(1, levels=2, steps=2, hidden=8, context_channels=3).double()
     fresh.load_state_dict(torch.load(buf))
     torch.testing.assert_close(fresh(y, x), flow(y, x), rtol=0, atol=0)
 
@@ -160,19 +162,21 @@ def test_state_dict_roundtrip_gives_identical_log_prob():
 
 def test_vector_flow_bijection_and_logdet():
     torch.manual_seed(0)
-    flow = randomize(VectorFlow(3, cond_dim=2, blocks=3, hidden=16, actnorm=True).double(), std=0.3)
+    flow = randomize(VectorFlow(3, context_dim=2, blocks=3, hidden=16, actnorm=True).double(), std=0.3)
     y = torch.randn(1, 3, dtype=torch.float64)
     x = torch.randn(1, 2, dtype=torch.float64)
     z, ld = flow.encode(y, x)
     torch.testing.assert_close(flow.decode(z, x), y, rtol=0, atol=1e-10)
     torch.testing.assert_close(ld[0], brute_logdet(lambda t: flow.encode(t, x)[0], y), rtol=0, atol=1e-9)
-    torch.testing.assert_close(-flow.encode(flow.decode(z, x), x)[1][0], brute_logdet(lambda t: flow.decode(t, x), z), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        -flow.encode(flow.decode(z, x), x)[1][0], brute_logdet(lambda t: flow.decode(t, x), z), rtol=0, atol=1e-9
+    )
 
 
 def test_2d_conditional_density_integrates_to_one():
     """Riemann sum of p(y|x) over a grid that holds (numerically) all the mass."""
     torch.manual_seed(0)
-    flow = randomize(VectorFlow(2, cond_dim=1, blocks=3, hidden=32).double(), std=0.15, seed=1)
+    flow = randomize(VectorFlow(2, context_dim=1, blocks=3, hidden=32).double(), std=0.15, seed=1)
     n, lim = 601, 10.0
     ticks = torch.linspace(-lim, lim, n, dtype=torch.float64)
     grid = torch.cartesian_prod(ticks, ticks)
@@ -228,7 +232,7 @@ def test_fresh_vector_flow_is_standard_normal():
 
 
 def test_flow_input_validation():
-    flow = ConditionalFlow(1, levels=2, steps=1, hidden=4, cond_channels=3)
+    flow = ConditionalFlow(1, levels=2, steps=1, hidden=4, context_channels=3)
     y = torch.randn(2, 1, 8, 8)
     x = torch.randn(2, 3, 4, 4)
     with pytest.raises(ValueError, match="divisible by 4"):
@@ -239,7 +243,7 @@ def test_flow_input_validation():
         flow.log_prob(torch.full_like(y, float("nan")), x)
     with pytest.raises(ValueError, match="NaN"):
         flow.log_prob(y, torch.full_like(x, float("inf")))
-    with pytest.raises(ValueError, match="pass the conditioning input"):
+    with pytest.raises(ValueError, match="pass the context"):
         flow.log_prob(y)
     with pytest.raises(ValueError, match=r"must have shape \[2, 3"):
         flow.log_prob(y, torch.randn(2, 4, 4, 4))
@@ -249,7 +253,7 @@ def test_flow_input_validation():
         flow.sample(x, temperature=-1.0)
     with pytest.raises(ValueError, match="positive"):
         ConditionalFlow(1, levels=0)
-    v = VectorFlow(2, cond_dim=1, blocks=1, hidden=4)
+    v = VectorFlow(2, context_dim=1, blocks=1, hidden=4)
     with pytest.raises(ValueError, match=r"shape \[B, 2\]"):
         v.log_prob(torch.randn(3, 3), torch.randn(3, 1))
     with pytest.raises(ValueError, match=r"\[3, 1\]"):
@@ -258,7 +262,7 @@ def test_flow_input_validation():
 
 def test_rsample_log_prob_equals_log_prob_and_carries_gradients():
     torch.manual_seed(0)
-    flow = randomize(ConditionalFlow(1, levels=2, steps=2, hidden=8, cond_channels=3).double(), std=0.05)
+    flow = randomize(ConditionalFlow(1, levels=2, steps=2, hidden=8, context_channels=3).double(), std=0.05)
     x = torch.randn(3, 3, 4, 4, dtype=torch.float64)
     y, lp = flow.rsample(x, generator=torch.Generator().manual_seed(0))
     assert y.abs().max() < 100  # well-conditioned weights: an exact comparison is meaningful
@@ -266,7 +270,7 @@ def test_rsample_log_prob_equals_log_prob_and_carries_gradients():
     (lp.sum() + y.sum()).backward()  # reparameterised: gradients reach every parameter through y and log q
     assert all(p.grad is not None for p in flow.parameters())
     torch.manual_seed(0)
-    v = randomize(VectorFlow(3, cond_dim=2, blocks=2, hidden=8).double(), std=0.3)
+    v = randomize(VectorFlow(3, context_dim=2, blocks=2, hidden=8).double(), std=0.3)
     c = torch.randn(4, 2, dtype=torch.float64)
     yv, lpv = v.rsample(c)
     torch.testing.assert_close(lpv, v.log_prob(yv, c), rtol=0, atol=1e-9)
@@ -301,7 +305,9 @@ def test_shared_context_is_the_concatenated_context(kind):
     # context only (a top prior): computed once per group
     net_c = (nets.mlp(5, 4, hidden=8) if kind == "mlp" else nets.glow_net(5, 4, hidden=8)).double()
     randomize(net_c)
-    torch.testing.assert_close(nets.run_with_context(net_c, None, shared), net_c(shared.materialize()), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        nets.run_with_context(net_c, None, shared), net_c(shared.materialize()), rtol=1e-12, atol=1e-12
+    )
     with pytest.raises(ValueError, match="rows"):
         nets.run_with_context(net, x[:5], shared)
 

@@ -14,21 +14,21 @@ import pytest
 import torch
 
 from cnfkit import ConditionalFlow, VectorFlow
-from cnfkit.layers import ActNorm
+from cnfkit.bijections import ActNorm
 from cnfkit.metrics import psnr, sr_psnr_ssim, ssim
-from cnfkit.priors import standard_normal_log_prob
-from cnfkit.segmentation import (
+from cnfkit.models.segmentation import (
     FactoredBernoulli,
     SegmentationCNF,
     weighted_bernoulli_log_likelihood,
     weighted_cross_entropy,
 )
-from cnfkit.superres import FactorizedLogisticSR, SRFlow
+from cnfkit.models.superres import FactorizedLogisticSR, SRFlow
+from cnfkit.priors import standard_normal_log_prob
 
 
 def _cflow(**kw):
     torch.manual_seed(0)
-    return ConditionalFlow(1, levels=2, steps=1, hidden=4, cond_channels=3, **kw)
+    return ConditionalFlow(1, levels=2, steps=1, hidden=4, context_channels=3, **kw)
 
 
 # --- sampling -------------------------------------------------------------------------------
@@ -40,7 +40,7 @@ def test_non_finite_or_negative_temperature_is_refused(bad):
     x = torch.randn(2, 3, 4, 4)
     with pytest.raises(ValueError, match="temperature"):
         flow.sample(x, temperature=bad)
-    v = VectorFlow(2, cond_dim=1, blocks=1, hidden=4)
+    v = VectorFlow(2, context_dim=1, blocks=1, hidden=4)
     with pytest.raises(ValueError, match="temperature"):
         v.sample(torch.randn(3, 1), temperature=bad)
 
@@ -53,7 +53,7 @@ def test_num_samples_with_x_draws_n_samples_per_row():
     # rows i*n .. i*n+n-1 belong to x[i]: the same as sampling from x repeated row by row
     ref = flow.sample(x.repeat_interleave(3, 0), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, ref)
-    v = VectorFlow(2, cond_dim=1, blocks=1, hidden=4)
+    v = VectorFlow(2, context_dim=1, blocks=1, hidden=4)
     xv = torch.randn(4, 1)
     out = v.sample(xv, num_samples=5, generator=torch.Generator().manual_seed(1))
     ref = v.sample(xv.repeat_interleave(5, 0), generator=torch.Generator().manual_seed(1))
@@ -91,7 +91,7 @@ def test_dtype_mismatch_and_empty_batch_have_readable_errors():
     x = torch.randn(2, 3, 4, 4)
     with pytest.raises(TypeError, match=r"float64 but the model's parameters are torch.float32"):
         flow.log_prob(torch.randn(2, 1, 8, 8, dtype=torch.float64), x)
-    with pytest.raises(TypeError, match="conditioning input x is torch.float64"):
+    with pytest.raises(TypeError, match=r"context \(conditioning input\) is torch.float64"):
         flow.log_prob(torch.randn(2, 1, 8, 8), x.double())
     with pytest.raises(ValueError, match="empty batch"):
         flow.log_prob(torch.randn(0, 1, 8, 8), torch.randn(0, 3, 4, 4))
@@ -182,7 +182,7 @@ def test_varied_batch_initialises_without_warning():
 
 def test_factorized_logistic_refuses_misshapen_y():
     torch.manual_seed(0)
-    m = FactorizedLogisticSR(rrdb_blocks=1, growth=4, nf=4, context=4, hidden=4)
+    m = FactorizedLogisticSR(rrdb_blocks=1, growth=4, nf=4, context_channels=4, hidden=4)
     x = torch.randint(0, 256, (3, 3, 4, 4)).float()
     y = torch.randint(0, 256, (3, 3, 8, 8)).float()
     assert m(y, x).shape == (3,)
@@ -194,7 +194,7 @@ def test_factorized_logistic_refuses_misshapen_y():
         m(torch.full_like(y, float("nan")), x)
     with pytest.raises(ValueError, match="NaN"):
         m.mode(torch.full_like(x, float("nan")))  # the CNF refuses a NaN input too
-    flow = SRFlow(levels=2, steps=1, hidden=4, rrdb_blocks=1, growth=4, nf=4, context=4)
+    flow = SRFlow(levels=2, steps=1, hidden=4, rrdb_blocks=1, growth=4, nf=4, context_channels=4)
     with pytest.raises(ValueError, match="shape"):
         flow(y[:1], x)
     with pytest.raises(ValueError, match="shape"):

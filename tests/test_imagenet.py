@@ -61,7 +61,9 @@ def test_png_release_pixels_and_channels(tmp_path, nested):
 def test_npz_release_pixels_channels_and_batches(tmp_path):
     _write_npz_release(tmp_path / "mirror", 4, [2, 3, 1, 1, 1, 1, 1, 1, 1, 2])
     _write_npz_release(tmp_path / "mirror", 4, [3], split="valid")
-    a = load_imagenet(4, "train", "npz", root=tmp_path / "root", mirror=tmp_path / "mirror", progress=False, expect_count=14)
+    a = load_imagenet(
+        4, "train", "npz", root=tmp_path / "root", mirror=tmp_path / "mirror", progress=False, expect_count=14
+    )
     assert len(a) == 14
     for i in (0, 2, 13):
         assert torch.equal(a[np.array([i])][0], torch.from_numpy(_pattern(i, 4)))
@@ -92,7 +94,9 @@ def test_missing_wrong_or_corrupt_files_are_named(tmp_path):
         load_imagenet(4, "valid", "npz", root=tmp_path / "root3", mirror=tmp_path / "m3", progress=False)
     with pytest.raises(DatasetError, match="expected 99"):
         _write_png_release(tmp_path / "m4", 8, 2)
-        load_imagenet(8, "train", "png", root=tmp_path / "root4", mirror=tmp_path / "m4", progress=False, expect_count=99)
+        load_imagenet(
+            8, "train", "png", root=tmp_path / "root4", mirror=tmp_path / "m4", progress=False, expect_count=99
+        )
 
 
 def test_a_changed_source_is_packed_again_and_a_killed_pack_leaves_nothing(tmp_path, monkeypatch):

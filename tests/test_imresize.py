@@ -103,7 +103,9 @@ def test_uint8_rounds_after_each_dimension_like_matlab():
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, (48, 64)).astype(np.float64)  # rows 48, cols 64
     for scale in (0.5, 2.0, 0.37):
-        rows = np.stack([_matlab_loop(img[:, j], scale) for j in range(img.shape[1])], axis=1)  # rows first (equal scales)
+        rows = np.stack(
+            [_matlab_loop(img[:, j], scale) for j in range(img.shape[1])], axis=1
+        )  # rows first (equal scales)
         rows = np.clip(np.floor(rows + 0.5), 0, 255)
         both = np.stack([_matlab_loop(rows[i], scale) for i in range(rows.shape[0])], axis=0)
         expected = np.clip(np.floor(both + 0.5), 0, 255)

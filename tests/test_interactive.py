@@ -13,9 +13,9 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from cnfkit import interactive
 from cnfkit.experiments import drive
 from cnfkit.metrics import f_score, precision_recall
+from cnfkit.repro import interactive
 
 
 @pytest.fixture

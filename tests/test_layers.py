@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnfkit import nets
-from cnfkit.layers import (
+from cnfkit.bijections import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
@@ -26,8 +26,8 @@ from .helpers import brute_logdet, randomize
 TOL = 1e-10
 IMG = (1, 4, 4, 4)  # [B, C, H, W]: 64 dims, small enough for a dense Jacobian
 VEC = (1, 5)
-COND_IMG = 3
-COND_VEC = 2
+CTX_IMG = 3
+CTX_VEC = 2
 
 
 def _img_net(i, o):
@@ -49,72 +49,77 @@ CASES = [
     ("squeeze", lambda: Squeeze(), IMG, None),
     ("permutation", lambda: Permutation(5), VEC, None),
     ("affine-img", lambda: AffineCoupling(4, _img_net), IMG, None),
-    ("affine-img-cond", lambda: AffineCoupling(4, _img_net, COND_IMG), IMG, (1, COND_IMG, 4, 4)),
-    ("affine-img-instancenet-cond", lambda: AffineCoupling(4, partial(nets.instance_net, hidden=5), COND_IMG, parity=1), IMG, (1, COND_IMG, 4, 4)),
+    ("affine-img-context", lambda: AffineCoupling(4, _img_net, CTX_IMG), IMG, (1, CTX_IMG, 4, 4)),
+    (
+        "affine-img-instancenet-context",
+        lambda: AffineCoupling(4, partial(nets.instance_net, hidden=5), CTX_IMG, parity=1),
+        IMG,
+        (1, CTX_IMG, 4, 4),
+    ),
     ("affine-vec-sigmoid", lambda: AffineCoupling(5, _vec_net, parity=1), VEC, None),
-    ("affine-vec-softexp-cond", lambda: AffineCoupling(5, _vec_net, COND_VEC, scale="soft_exp"), VEC, (1, COND_VEC)),
+    ("affine-vec-softexp-context", lambda: AffineCoupling(5, _vec_net, CTX_VEC, scale="soft_exp"), VEC, (1, CTX_VEC)),
     ("additive-img", lambda: AdditiveCoupling(4, _img_net), IMG, None),
-    ("additive-img-cond", lambda: AdditiveCoupling(4, _img_net, COND_IMG, parity=1), IMG, (1, COND_IMG, 4, 4)),
-    ("additive-vec-cond", lambda: AdditiveCoupling(5, _vec_net, COND_VEC), VEC, (1, COND_VEC)),
-    ("flow-step-affine-cond", lambda: flow_step(4, _img_net, COND_IMG), IMG, (1, COND_IMG, 4, 4)),
+    ("additive-img-context", lambda: AdditiveCoupling(4, _img_net, CTX_IMG, parity=1), IMG, (1, CTX_IMG, 4, 4)),
+    ("additive-vec-context", lambda: AdditiveCoupling(5, _vec_net, CTX_VEC), VEC, (1, CTX_VEC)),
+    ("flow-step-affine-context", lambda: flow_step(4, _img_net, CTX_IMG), IMG, (1, CTX_IMG, 4, 4)),
     ("flow-step-additive", lambda: flow_step(4, _img_net, coupling="additive", lu=False), IMG, None),
 ]
 
 
-def _build(ctor, shape, cond_shape, seed=0):
+def _build(ctor, shape, context_shape, seed=0):
     torch.manual_seed(seed)
     layer = randomize(ctor().double(), seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     y = torch.randn(shape, generator=g, dtype=torch.float64)
-    cond = None if cond_shape is None else torch.randn(cond_shape, generator=g, dtype=torch.float64)
-    return layer, y, cond
+    context = None if context_shape is None else torch.randn(context_shape, generator=g, dtype=torch.float64)
+    return layer, y, context
 
 
-@pytest.mark.parametrize("name,ctor,shape,cond_shape", CASES, ids=[c[0] for c in CASES])
-def test_inverse_roundtrip(name, ctor, shape, cond_shape):
-    layer, y, cond = _build(ctor, shape, cond_shape)
-    z, ld_f = layer(y, cond)
-    y_rec, ld_i = layer.inverse(z, cond)
+@pytest.mark.parametrize("name,ctor,shape,context_shape", CASES, ids=[c[0] for c in CASES])
+def test_inverse_roundtrip(name, ctor, shape, context_shape):
+    layer, y, context = _build(ctor, shape, context_shape)
+    z, ld_f = layer(y, context)
+    y_rec, ld_i = layer.inverse(z, context)
     torch.testing.assert_close(y_rec, y, rtol=0, atol=TOL)
     torch.testing.assert_close(ld_i, -ld_f, rtol=0, atol=TOL)
     # and the other way round, starting from the latent side
     z2 = torch.randn_like(z)
-    y2, _ = layer.inverse(z2, cond)
-    torch.testing.assert_close(layer(y2, cond)[0], z2, rtol=0, atol=TOL)
+    y2, _ = layer.inverse(z2, context)
+    torch.testing.assert_close(layer(y2, context)[0], z2, rtol=0, atol=TOL)
 
 
-@pytest.mark.parametrize("name,ctor,shape,cond_shape", CASES, ids=[c[0] for c in CASES])
-def test_logdet_matches_autograd_jacobian(name, ctor, shape, cond_shape):
-    layer, y, cond = _build(ctor, shape, cond_shape)
-    z, ld_f = layer(y, cond)
+@pytest.mark.parametrize("name,ctor,shape,context_shape", CASES, ids=[c[0] for c in CASES])
+def test_logdet_matches_autograd_jacobian(name, ctor, shape, context_shape):
+    layer, y, context = _build(ctor, shape, context_shape)
+    z, ld_f = layer(y, context)
     assert ld_f.shape == (1,)
-    expected_f = brute_logdet(lambda t: layer(t, cond)[0], y)
+    expected_f = brute_logdet(lambda t: layer(t, context)[0], y)
     torch.testing.assert_close(ld_f[0], expected_f, rtol=0, atol=1e-9)
     # inverse direction, at a point that is not the image of y
     z2 = torch.randn_like(z)
-    _, ld_i = layer.inverse(z2, cond)
-    expected_i = brute_logdet(lambda t: layer.inverse(t, cond)[0], z2)
+    _, ld_i = layer.inverse(z2, context)
+    expected_i = brute_logdet(lambda t: layer.inverse(t, context)[0], z2)
     torch.testing.assert_close(ld_i[0], expected_i, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("name,ctor,shape,cond_shape", CASES, ids=[c[0] for c in CASES])
-def test_batch_is_per_sample(name, ctor, shape, cond_shape):
+@pytest.mark.parametrize("name,ctor,shape,context_shape", CASES, ids=[c[0] for c in CASES])
+def test_batch_is_per_sample(name, ctor, shape, context_shape):
     """A batch of 3 gives the same per-sample outputs as the samples one at a time."""
-    layer, _, _ = _build(ctor, shape, cond_shape)
+    layer, _, _ = _build(ctor, shape, context_shape)
     g = torch.Generator().manual_seed(7)
     y = torch.randn((3,) + shape[1:], generator=g, dtype=torch.float64)
-    cond = None if cond_shape is None else torch.randn((3,) + cond_shape[1:], generator=g, dtype=torch.float64)
-    z, ld = layer(y, cond)
+    context = None if context_shape is None else torch.randn((3,) + context_shape[1:], generator=g, dtype=torch.float64)
+    z, ld = layer(y, context)
     for i in range(3):
-        zi, ldi = layer(y[i : i + 1], None if cond is None else cond[i : i + 1])
+        zi, ldi = layer(y[i : i + 1], None if context is None else context[i : i + 1])
         torch.testing.assert_close(z[i : i + 1], zi, rtol=0, atol=TOL)
         torch.testing.assert_close(ld[i : i + 1], ldi, rtol=0, atol=TOL)
 
 
 def test_conditioning_changes_the_output():
-    layer, y, cond = _build(lambda: AffineCoupling(4, _img_net, COND_IMG), IMG, (1, COND_IMG, 4, 4))
-    z1, ld1 = layer(y, cond)
-    z2, ld2 = layer(y, cond + 1.0)
+    layer, y, context = _build(lambda: AffineCoupling(4, _img_net, CTX_IMG), IMG, (1, CTX_IMG, 4, 4))
+    z1, ld1 = layer(y, context)
+    z2, ld2 = layer(y, context + 1.0)
     assert not torch.allclose(z1, z2)
     assert not torch.allclose(ld1, ld2)
 
@@ -196,14 +201,14 @@ def test_squeeze_layout_is_space_to_depth():
 
 
 def test_coupling_rejects_missing_or_misshapen_conditioning():
-    layer = AffineCoupling(4, _img_net, COND_IMG)
+    layer = AffineCoupling(4, _img_net, CTX_IMG)
     y = torch.randn(2, 4, 4, 4)
-    with pytest.raises(ValueError, match="cond=None"):
+    with pytest.raises(ValueError, match="context=None"):
         layer(y)
     with pytest.raises(ValueError, match="conditioning must have shape"):
-        layer(y, torch.randn(2, COND_IMG + 1, 4, 4))
+        layer(y, torch.randn(2, CTX_IMG + 1, 4, 4))
     with pytest.raises(ValueError, match="conditioning must have shape"):
-        layer(y, torch.randn(2, COND_IMG, 2, 2))
+        layer(y, torch.randn(2, CTX_IMG, 2, 2))
 
 
 def test_layers_reject_wrong_channel_count():

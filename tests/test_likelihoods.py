@@ -11,7 +11,9 @@ from cnfkit.likelihoods import discretized_logistic_log_prob, discretized_logist
 @pytest.mark.parametrize("mean,log_scale", [(0.0, -3.0), (0.93, -6.0), (-1.2, -1.0), (0.1, 2.0), (0.5, -12.0)])
 def test_probabilities_sum_to_one(mean, log_scale):
     levels = torch.arange(256, dtype=torch.float64)
-    lp = discretized_logistic_log_prob(levels, torch.tensor(mean, dtype=torch.float64), torch.tensor(log_scale, dtype=torch.float64))
+    lp = discretized_logistic_log_prob(
+        levels, torch.tensor(mean, dtype=torch.float64), torch.tensor(log_scale, dtype=torch.float64)
+    )
     assert torch.isfinite(lp).all()
     assert lp.exp().sum().item() == pytest.approx(1.0, abs=1e-12)
 
@@ -31,7 +33,12 @@ def test_stable_gradients_far_in_the_tails_and_mode():
     lp = discretized_logistic_log_prob(torch.tensor([10.0, 200.0], dtype=torch.float64), mean, log_scale)
     lp.sum().backward()
     assert torch.isfinite(lp).all() and torch.isfinite(mean.grad).all() and torch.isfinite(log_scale.grad).all()
-    assert discretized_logistic_mode(torch.tensor([-1.0, 0.0, 1.0, 0.001]), torch.full((4,), -5.0)).tolist() == [0.0, 128.0, 255.0, 128.0]
+    assert discretized_logistic_mode(torch.tensor([-1.0, 0.0, 1.0, 0.001]), torch.full((4,), -5.0)).tolist() == [
+        0.0,
+        128.0,
+        255.0,
+        128.0,
+    ]
 
 
 def test_rejects_non_levels():

@@ -99,15 +99,20 @@ def test_luma_matches_skimage_rgb2ycbcr():
 def test_psnr_and_ssim_match_skimage():
     a, b = _pair(1)
     ya, yb = rgb_to_y(a), rgb_to_y(b)
-    assert psnr(ya, yb).item() == pytest.approx(peak_signal_noise_ratio(ya.numpy(), yb.numpy(), data_range=255), rel=1e-12)
-    ref = structural_similarity(ya.numpy(), yb.numpy(), data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert psnr(ya, yb).item() == pytest.approx(
+        peak_signal_noise_ratio(ya.numpy(), yb.numpy(), data_range=255), rel=1e-12
+    )
+    ref = structural_similarity(
+        ya.numpy(), yb.numpy(), data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert ssim(ya, yb).item() == pytest.approx(ref, rel=1e-9)
     # the SR convention crops `scale` pixels before both metrics
     p, s = sr_psnr_ssim(a[None], b[None], scale=2)
     ca, cb = ya[2:-2, 2:-2].numpy(), yb[2:-2, 2:-2].numpy()
     assert p.item() == pytest.approx(peak_signal_noise_ratio(ca, cb, data_range=255), rel=1e-12)
     assert s.item() == pytest.approx(
-        structural_similarity(ca, cb, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False), rel=1e-9
+        structural_similarity(ca, cb, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False),
+        rel=1e-9,
     )
     assert ssim(ya, ya).item() == pytest.approx(1.0)
 

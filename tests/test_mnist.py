@@ -48,7 +48,9 @@ def test_load_mnist_rejects_unknown_names_and_splits(tmp_path):
 def test_real_files(name):
     x, y = load_mnist(name, "test", mirror=SHARED)
     assert x.shape == (10000, 28, 28) and x.dtype == torch.uint8
-    assert torch.bincount(y).tolist() == ([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009] if name == "MNIST" else [1000] * 10)
+    assert torch.bincount(y).tolist() == (
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009] if name == "MNIST" else [1000] * 10
+    )
 
 
 def synthetic_digits(n: int, seed: int = 0):

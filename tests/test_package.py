@@ -20,7 +20,9 @@ def _run(cmd, **kw):
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_runs_the_example(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", ROOT], env=env, timeout=600)
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", ROOT], env=env, timeout=600
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("cnfkit-*.whl")
     made = _run([sys.executable, "-m", "venv", tmp_path / "venv"], env=env, timeout=300)
@@ -38,7 +40,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_example(tmp_path):
     example = _run([py, ROOT / "examples" / "own_data.py"], env=env, cwd=work, timeout=600)
     assert example.returncode == 0 and "samples (2, 4, 3, 16, 16)" in example.stdout, example.stderr[-2000:]
     code = (
-        "from cnfkit.paper import paper_numbers; from cnfkit.data import REGISTRY; "
+        "from cnfkit.repro.paper import paper_numbers; from cnfkit.data import REGISTRY; "
         "print(paper_numbers('xiao_table1_accuracy')['MNIST'], len(REGISTRY['DRIVE'].files))"
     )
     data = _run([py, "-c", code], env=env, cwd=work, timeout=120)

@@ -121,5 +121,9 @@ def test_pixel_diversity_and_mode_mass():
     centers = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     samples = torch.tensor([[0.1, 0.0], [9.0, 1.0], [0.0, -0.2], [-0.3, 0.1]])
     out = mode_mass_error(samples, centers, torch.tensor([0.5, 0.5]))
-    assert out["mass"] == [0.75, 0.25] and out["total_variation"] == pytest.approx(0.25) and out["max_error"] == pytest.approx(0.25)
+    assert (
+        out["mass"] == [0.75, 0.25]
+        and out["total_variation"] == pytest.approx(0.25)
+        and out["max_error"] == pytest.approx(0.25)
+    )
     np.testing.assert_allclose(mode_mass_error(samples, centers, torch.tensor([0.75, 0.25]))["total_variation"], 0.0)

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from cnfkit.profiles import PROFILES, Config, ProfileError, check_profile, resolve_profile, select
+from cnfkit.repro.profiles import PROFILES, Config, ProfileError, check_profile, resolve_profile, select
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,11 @@ def test_dry_run_keeps_the_architecture_and_caps_steps_and_evaluation():
     from cnfkit.experiments import drive, superres
 
     full, dry = drive.config("full"), drive.config("full", dry_run=True)
-    assert (dry.pad_to, dry.crop, dry.hidden, dry.widths) == (full.pad_to, full.crop, full.hidden, full.widths) == (1024, 1024, 32, (32, 64, 128))
+    assert (
+        (dry.pad_to, dry.crop, dry.hidden, dry.widths)
+        == (full.pad_to, full.crop, full.hidden, full.widths)
+        == (1024, 1024, 32, (32, 64, 128))
+    )
     assert dry.steps == 2 and dry.test_images == 2 and dry.n_samples == 4 and dry.seeds == (0,)
     s = superres.config("full", dry_run=True)
     assert (s.sizes, s.flow_steps, s.hidden, s.rrdb_blocks, s.context) == ((32, 64), 8, 512, 16, 128)

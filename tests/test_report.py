@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cnfkit import report
-from cnfkit.paper import paper_numbers
+from cnfkit.repro import report
+from cnfkit.repro.paper import paper_numbers
 
 
 def _fake_results(root):
@@ -26,7 +26,9 @@ def _fake_results(root):
         )
     )
     s = {"bpd": 0.03, "bpd_std": 0.001, "f_score": 0.8, "f_score_std": 0.0}
-    (folder / "drive.json").write_text(json.dumps({**prov, "summary": {"cnf": s, "factored": s, "cnf_uniform": s}, "human": {"f_score": 0.79}}))
+    (folder / "drive.json").write_text(
+        json.dumps({**prov, "summary": {"cnf": s, "factored": s, "cnf_uniform": s}, "human": {"f_score": 0.79}})
+    )
     return folder
 
 
@@ -66,7 +68,7 @@ def test_phase_timer_goes_into_the_provenance(tmp_path):
     import json
     import time
 
-    from cnfkit.results import PhaseTimer, phase, save_json
+    from cnfkit.repro.results import PhaseTimer, phase, save_json
 
     timer = PhaseTimer()
     with timer("training"):
@@ -95,7 +97,9 @@ def test_beyond_the_paper_tables_are_rendered_from_the_json(tmp_path):
     }
     for s in doc["summary"].values():
         s.update(extra)
-    doc["human"].update({"vessel_width_annotation": 3.4, "vessel_width_second_observer": 3.0, "ged_between_annotators": 0.3})
+    doc["human"].update(
+        {"vessel_width_annotation": 3.4, "vessel_width_second_observer": 3.0, "ged_between_annotators": 0.3}
+    )
     (folder / "drive.json").write_text(json.dumps(doc))
     text = report.render("quick", tmp_path)
     assert "Beyond the paper, DRIVE" in text and "0.012" in text and "0.810" in text and "3.400" in text

@@ -5,12 +5,14 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from cnfkit import reproduce
+from cnfkit.repro import reproduce
 
 
 def _notebook(path, body: str, extra_params: str = "") -> None:
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile = "smoke"\nresults_dir = ""\ndata_root = ""\ndata_mirror = ""\nprogress = False' + extra_params)
+    params = nbformat.v4.new_code_cell(
+        'profile = "smoke"\nresults_dir = ""\ndata_root = ""\ndata_mirror = ""\nprogress = False' + extra_params
+    )
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -43,7 +45,9 @@ def test_only_declared_parameters_are_injected(tmp_path):
     assert reproduce.run("smoke", root=tmp_path, device="cpu") == 0
     ckpt, device = (tmp_path / "results" / "smoke" / "seen.txt").read_text().split("|")
     assert ckpt == str(tmp_path / "results" / "smoke" / "checkpoints") and device == "cpu"
-    _notebook(tmp_path / "notebooks" / "01_plain.ipynb", "assert 'checkpoint_dir' not in dir() and 'device' not in dir()")
+    _notebook(
+        tmp_path / "notebooks" / "01_plain.ipynb", "assert 'checkpoint_dir' not in dir() and 'device' not in dir()"
+    )
     assert reproduce.run("smoke", root=tmp_path) == 0  # a notebook without them does not get them
 
 
@@ -99,5 +103,9 @@ def test_every_parameter_of_the_committed_notebooks_is_injectable():
     for nb in reproduce.notebooks():
         source = nbformat.read(nb, as_version=4)
         cell = next(c for c in source.cells if "parameters" in c.metadata.get("tags", []))
-        assigned = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line and not line.lstrip().startswith("#")}
+        assigned = {
+            line.split("=")[0].strip()
+            for line in cell.source.splitlines()
+            if "=" in line and not line.lstrip().startswith("#")
+        }
         assert assigned == set(pm.inspect_notebook(str(nb))), nb.name

@@ -2,7 +2,7 @@
 
 A change to a profile's configuration without a rerun of ``make reproduce PROFILE=quick`` fails here:
 each results JSON stores the digest of the configuration that produced it (``provenance.config_digest``,
-written by :func:`cnfkit.results.save_json`), and it must equal the digest of ``config("quick")`` now.
+written by :func:`cnfkit.repro.results.save_json`), and it must equal the digest of ``config("quick")`` now.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cnfkit.experiments import binary_dequantization, drive, mnist, superres, theory
-from cnfkit.results import save_json
+from cnfkit.repro.results import save_json
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = {
@@ -28,7 +28,9 @@ EXPERIMENTS = {
 
 def _committed(profile: str) -> list[Path]:
     try:
-        out = subprocess.run(["git", "ls-files", f"results/{profile}/*.json"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", f"results/{profile}/*.json"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: the committed results cannot be listed")
     return [ROOT / line for line in out.split() if Path(line).name in EXPERIMENTS]
@@ -43,7 +45,8 @@ def stale_reasons(path: Path, profile: str) -> list[str]:
     reasons = []
     if got != want:
         reasons.append(
-            f"{path.name}: made by configuration {got or '(no digest: older code)'}, the current {profile!r} configuration is "
+            f"{path.name}: made by configuration {got or '(no digest: older code)'}, the current {profile!r} "
+            "configuration is "
             f"{want}; rerun `make reproduce PROFILE={profile}` and commit results/{profile}/"
         )
     if str(prov.get("git_commit", "")).endswith("-dirty"):
@@ -58,7 +61,9 @@ def test_committed_quick_results_match_the_current_configuration():
     assert not reasons, "stale results:\n" + "\n".join(reasons)
     commits = {json.loads(f.read_text())["provenance"]["git_commit"] for f in files}
     assert len(commits) == 1, f"results/quick/ mixes runs at several commits: {sorted(commits)}"
-    assert {f.name for f in files} == set(EXPERIMENTS), f"results/quick/ lacks {sorted(set(EXPERIMENTS) - {f.name for f in files})}"
+    assert {f.name for f in files} == set(EXPERIMENTS), (
+        f"results/quick/ lacks {sorted(set(EXPERIMENTS) - {f.name for f in files})}"
+    )
 
 
 def test_a_changed_configuration_is_caught(tmp_path):
@@ -67,7 +72,13 @@ def test_a_changed_configuration_is_caught(tmp_path):
     ok = save_json(tmp_path / "theory.json", {"config": cfg}, profile="quick", seeds=[0], wall_time_s=1.0)
     assert json.loads(ok.read_text())["config"] == json.loads(json.dumps(cfg.to_dict()))
     assert not [r for r in stale_reasons(ok, "quick") if "made by configuration" in r]
-    changed = save_json(tmp_path / "theory.json", {"config": cfg.replace(gmm_steps=cfg.gmm_steps + 1)}, profile="quick", seeds=[0], wall_time_s=1.0)
+    changed = save_json(
+        tmp_path / "theory.json",
+        {"config": cfg.replace(gmm_steps=cfg.gmm_steps + 1)},
+        profile="quick",
+        seeds=[0],
+        wall_time_s=1.0,
+    )
     (msg,) = [r for r in stale_reasons(changed, "quick") if "made by configuration" in r]
     assert "rerun `make reproduce PROFILE=quick`" in msg
 
@@ -75,7 +86,7 @@ def test_a_changed_configuration_is_caught(tmp_path):
 def test_rewritten_results_do_not_make_a_clean_commit_dirty(tmp_path):
     """make reproduce rewrites the committed results/ while it runs: the provenance must still name the clean
     commit; a changed source file must not pass as clean."""
-    from cnfkit.results import git_commit
+    from cnfkit.repro.results import git_commit
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

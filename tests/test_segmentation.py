@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnfkit.data.drive import affine_matrices, check_segmentation_batch, load_drive, random_affine
-from cnfkit.segmentation import (
+from cnfkit.models.segmentation import (
     FactoredBernoulli,
     SegmentationCNF,
     VGGFeatures,
@@ -54,7 +54,9 @@ def test_weighted_bernoulli_is_normalised_and_its_numerator_is_the_training_loss
         total = weighted_bernoulli_log_likelihood(logits, torch.ones_like(logits), beta, None)
         # per pixel, L(y=0) + L(y=1) = 1
         per_pixel = [
-            weighted_bernoulli_log_likelihood(logits[:, :, i : i + 1, j : j + 1], torch.full((3, 1, 1, 1), v, dtype=torch.float64), beta)
+            weighted_bernoulli_log_likelihood(
+                logits[:, :, i : i + 1, j : j + 1], torch.full((3, 1, 1, 1), v, dtype=torch.float64), beta
+            )
             for i in range(4)
             for j in range(4)
             for v in (0.0, 1.0)
@@ -224,7 +226,9 @@ def test_drive_run_reports_the_probabilistic_metrics():
         assert s["vessel_width"] > 0
         assert s["uncertainty_auroc"] is None or 0 <= s["uncertainty_auroc"] <= 1
     h = out["human"]
-    assert h["vessel_width_annotation"] == pytest.approx(3, rel=0.15) and h["vessel_width_second_observer"] == pytest.approx(2, rel=0.2)
+    assert h["vessel_width_annotation"] == pytest.approx(3, rel=0.15) and h[
+        "vessel_width_second_observer"
+    ] == pytest.approx(2, rel=0.2)
     assert h["ged_between_annotators"] == pytest.approx(1 / 3)
     payload = drive.json_payload(out)
     assert "samples" not in payload["runs"]["cnf"][0] and "soft_maps" not in payload["runs"]["cnf"][0]

@@ -14,7 +14,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def test_pairs_and_patches_on_synthetic_images():
     g = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 256, (3, 41, 50), generator=g, dtype=torch.uint8), torch.randint(0, 256, (3, 20, 20), generator=g, dtype=torch.uint8)]
+    images = [
+        torch.randint(0, 256, (3, 41, 50), generator=g, dtype=torch.uint8),
+        torch.randint(0, 256, (3, 20, 20), generator=g, dtype=torch.uint8),
+    ]
     hr, lr = hr_lr_pair(images[0])
     assert hr.shape == (3, 40, 50) and lr.shape == (3, 20, 25) and lr.dtype == torch.uint8
     hr, lr = patch_pairs(images, 32, 5, g)  # only the first image is large enough

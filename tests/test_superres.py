@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from cnfkit.superres import FactorizedLogisticSR, RRDBNet, SRFlow
+from cnfkit.models.superres import FactorizedLogisticSR, RRDBNet, SRFlow
 
 
 def _tiny():
     torch.manual_seed(0)
-    cnf = SRFlow(steps=2, hidden=16, rrdb_blocks=1, growth=8, nf=8, context=8)
-    base = FactorizedLogisticSR(rrdb_blocks=1, growth=8, nf=8, context=8, hidden=8)
+    cnf = SRFlow(steps=2, hidden=16, rrdb_blocks=1, growth=8, nf=8, context_channels=8)
+    base = FactorizedLogisticSR(rrdb_blocks=1, growth=8, nf=8, context_channels=8, hidden=8)
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 256, (2, 3, 16, 16), generator=g).float()
     x = torch.randint(0, 256, (2, 3, 8, 8), generator=g).float()
@@ -20,7 +20,7 @@ def _tiny():
 
 
 def test_rrdb_shapes_and_growth_changes_the_budget():
-    h = RRDBNet(nf=8, blocks=2, gc=4, context=6)(torch.rand(1, 3, 10, 12))
+    h = RRDBNet(nf=8, blocks=2, gc=4, context_channels=6)(torch.rand(1, 3, 10, 12))
     assert h.shape == (1, 6, 10, 12)
     small, big = RRDBNet(nf=8, blocks=1, gc=4), RRDBNet(nf=8, blocks=1, gc=8)
     assert sum(p.numel() for p in big.parameters()) > sum(p.numel() for p in small.parameters())
@@ -64,7 +64,9 @@ def test_experiment_driver_on_synthetic_images():
     t2 = out["table2"]["Set5"]
     assert {"Bicubic", "LL Baseline", "CNF"} <= set(t2) and t2["_n_crops"] == 2
     assert "bpd" in t2["CNF"] and "bpd" not in t2["Bicubic"]
-    assert abs(out["parameters"]["cnf"] - out["parameters"]["baseline"]) / out["parameters"]["cnf"] < 0.05  # equal budgets
+    assert (
+        abs(out["parameters"]["cnf"] - out["parameters"]["baseline"]) / out["parameters"]["cnf"] < 0.05
+    )  # equal budgets
 
 
 def test_driver_checkpoints_are_reused(tmp_path):
@@ -99,8 +101,8 @@ def test_test_images_are_padded_to_a_square_and_cropped_back():
 
 
 def test_coupling_scale_is_configurable():
+    from cnfkit.bijections import AffineCoupling
     from cnfkit.experiments import superres as sr
-    from cnfkit.layers import AffineCoupling
 
     cfg = sr.config("smoke")
     scales = {m.scale_fn.__name__ for m in sr.build_models(cfg)["cnf"].modules() if isinstance(m, AffineCoupling)}
@@ -111,7 +113,7 @@ def test_coupling_scale_is_configurable():
 
 def test_train_downscale_needs_one_factor_per_size(monkeypatch):
     from cnfkit.experiments import superres as sr
-    from cnfkit.profiles import ProfileError
+    from cnfkit.repro.profiles import ProfileError
 
     for bad in ((2.0, 2.0), (0.5,)):
         monkeypatch.setitem(sr.CONFIGS, "smoke", sr.CONFIGS["smoke"].replace(train_downscale=bad))
@@ -167,7 +169,10 @@ def test_sr_evaluation_does_not_depend_on_the_batch_size():
     for m in models.values():
         m.eval()
     g = torch.Generator().manual_seed(5)
-    imgs = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((20, 26), (26, 20), (24, 24), (18, 30))]
+    imgs = [
+        torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        for h, w in ((20, 26), (26, 20), (24, 24), (18, 30))
+    ]
     with torch.no_grad():
         models["cnf"](torch.zeros(2, 3, 16, 16), torch.zeros(2, 3, 8, 8))  # initialise ActNorm
     a = sr.evaluate_test_set("Set5", models, cfg.replace(eval_batch=1), imgs)
@@ -196,7 +201,10 @@ def test_probabilistic_evaluation_keys_and_sanity():
     with torch.no_grad():
         models["cnf"](torch.zeros(2, 3, 16, 16), torch.zeros(2, 3, 8, 8))
     g = torch.Generator().manual_seed(4)
-    imgs = [torch.randint(0, 256, (3, 20, 26), generator=g, dtype=torch.uint8), torch.randint(0, 256, (3, 24, 24), generator=g, dtype=torch.uint8)]
+    imgs = [
+        torch.randint(0, 256, (3, 20, 26), generator=g, dtype=torch.uint8),
+        torch.randint(0, 256, (3, 24, 24), generator=g, dtype=torch.uint8),
+    ]
     out = sr.probabilistic_evaluation(models, cfg, images=imgs)
     assert set(out) >= {"lr_psnr", "diversity", "posterior_mean"}
     assert out["diversity"]["CNF tau=0.0"] == 0  # temperature 0: every sample is the same
@@ -245,7 +253,9 @@ def _bsds_available() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _bsds_available(), reason="BSDS500_train_test not available (set CNFKIT_DATA_MIRROR; see data/README.md)")
+@pytest.mark.skipif(
+    not _bsds_available(), reason="BSDS500_train_test not available (set CNFKIT_DATA_MIRROR; see data/README.md)"
+)
 def test_torchrun_cli_trains_and_the_driver_reuses_its_checkpoints(tmp_path):
     """`torchrun --nproc_per_node=2 -m cnfkit.experiments.superres` (gloo, CPU) trains; the notebook's driver then
     finds the finished checkpoints and trains nothing."""

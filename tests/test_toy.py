@@ -9,9 +9,7 @@ import torch
 
 from cnfkit import VectorFlow
 from cnfkit.experiments import theory
-from cnfkit.priors import gaussian_log_prob, standard_normal_log_prob
-from cnfkit.profiles import ProfileError
-from cnfkit.toy import (
+from cnfkit.models.toy import (
     EIGHT_MODE_CENTERS,
     INNWeights,
     LabelGaussianPrior,
@@ -24,6 +22,8 @@ from cnfkit.toy import (
     rotating_modes_log_prob,
     xiao_flow,
 )
+from cnfkit.priors import gaussian_log_prob, standard_normal_log_prob
+from cnfkit.repro.profiles import ProfileError
 
 from .helpers import randomize
 
@@ -37,15 +37,15 @@ def test_eight_modes_statistics():
     assert torch.bincount(labels).min() > 9000
 
 
-@pytest.mark.parametrize("density,cond", [("rotating", 0.3), ("eight", 5)])
-def test_true_densities_integrate_to_one(density, cond):
+@pytest.mark.parametrize("density,value", [("rotating", 0.3), ("eight", 5)])
+def test_true_densities_integrate_to_one(density, value):
     t = torch.linspace(-5, 5, 801, dtype=torch.float64)
     grid = torch.cartesian_prod(t, t)
     cell = (t[1] - t[0]) ** 2
     if density == "rotating":
-        lp = rotating_modes_log_prob(grid, torch.full((grid.shape[0], 1), cond, dtype=torch.float64))
+        lp = rotating_modes_log_prob(grid, torch.full((grid.shape[0], 1), value, dtype=torch.float64))
     else:
-        lp = eight_modes_log_prob(grid, torch.full((grid.shape[0],), cond))
+        lp = eight_modes_log_prob(grid, torch.full((grid.shape[0],), value))
     assert (lp.exp() * cell).sum().item() == pytest.approx(1.0, abs=1e-3)
 
 
@@ -64,7 +64,11 @@ def test_xiao_flow_log_prob_is_equation_9():
     onehot = torch.nn.functional.one_hot(labels, 8).double()
     xp = pad(x.double(), 10, 0.05, g)
     out, logdet = flow.encode(xp)  # the couplings need no label
-    expected = standard_normal_log_prob(out[:, :2]) + gaussian_log_prob(out[:, 2:], onehot, torch.full_like(out[:, 2:], math.log(0.1))) + logdet
+    expected = (
+        standard_normal_log_prob(out[:, :2])
+        + gaussian_log_prob(out[:, 2:], onehot, torch.full_like(out[:, 2:], math.log(0.1)))
+        + logdet
+    )
     torch.testing.assert_close(flow(xp, onehot), expected)
     # inverse pass: a sample for a label decodes to a padded point whose forward pass recovers it
     s = flow.sample(onehot, generator=torch.Generator().manual_seed(1))

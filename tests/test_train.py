@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cnfkit import VectorFlow
-from cnfkit.profiles import ProfileError
+from cnfkit.repro.profiles import ProfileError
 from cnfkit.train import (
     CheckpointError,
     EpochSampler,
@@ -89,7 +89,9 @@ def test_checkpoint_with_other_config_is_refused(tmp_path):
 
 def test_train_steps_checkpoints_and_reuses_a_finished_run(tmp_path):
     model, x, y = make_problem()
-    _, wall = train_steps(model, loss_fn, sampler(x, y), steps=20, lr=1e-2, seed=5, checkpoint_dir=tmp_path, progress=False, device="cpu")
+    _, wall = train_steps(
+        model, loss_fn, sampler(x, y), steps=20, lr=1e-2, seed=5, checkpoint_dir=tmp_path, progress=False, device="cpu"
+    )
     ckpt = read_checkpoint(tmp_path / "last.pt")
     assert ckpt["step"] == 20 and ckpt["config"]["checkpoint_every"] == 1  # steps // 20 by default
     fresh, _, _ = make_problem(seed=1)  # other initial parameters: the checkpoint must replace them
@@ -140,7 +142,9 @@ def test_eval_fn_and_history(tmp_path):
         calls.append(m.training)
         return {"val_nll": -m(y, x).mean()}
 
-    trainer = Trainer(model, loss_fn, sampler(x, y), config(eval_every=4, checkpoint_every=0), eval_fn=eval_fn, progress=False)
+    trainer = Trainer(
+        model, loss_fn, sampler(x, y), config(eval_every=4, checkpoint_every=0), eval_fn=eval_fn, progress=False
+    )
     history = trainer.fit()
     assert calls == [False, False, False]  # steps 4, 8 and the end, always in eval mode
     assert history[-1]["final"] == 1.0 and "val_nll" in history[-1] and history[-1]["step"] == 10
@@ -171,7 +175,15 @@ def test_ddp_two_cpu_processes_with_interrupt_and_resume(tmp_path):
     """torchrun, 2 processes, gloo: both ranks end with identical parameters after a resume."""
     script = ROOT / "tests" / "ddp_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tmp_path),
+    ]
     first = subprocess.run(cmd + ["interrupt"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert (tmp_path / "last.pt").exists(), first.stderr[-3000:]
     second = subprocess.run(cmd + ["resume"], env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -228,11 +240,12 @@ def test_overflowing_learning_rate_names_the_step(tmp_path):
 
 
 def test_full_disk_names_the_checkpoint_and_the_cause(tmp_path, monkeypatch):
-    from cnfkit import train as train_mod
+    from cnfkit.train import checkpoint as train_mod
 
     _run(tmp_path, config(steps=3, checkpoint_every=0))
     good = (tmp_path / "last.pt").read_bytes()
-    monkeypatch.setattr(train_mod, "_open_for_write", lambda p: open("/dev/full", "wb"))  # noqa: SIM115 - atomic_save closes it; a real ENOSPC
+    # a real ENOSPC; atomic_save closes the file
+    monkeypatch.setattr(train_mod, "_open_for_write", lambda p: open("/dev/full", "wb"))  # noqa: SIM115
     with pytest.raises(CheckpointError, match=r"last.pt: no space left on device"):
         train_mod.atomic_save({"x": torch.zeros(1000)}, tmp_path / "last.pt")
     assert (tmp_path / "last.pt").read_bytes() == good  # the previous checkpoint is intact
@@ -270,11 +283,11 @@ def test_checkpoint_of_another_run_is_refused_saying_what_differs(tmp_path):
     _run(tmp_path, config(steps=3))
     # same parameter shapes, other coupling scale function
     model, x, y = make_problem()
-    other = VectorFlow(2, cond_dim=1, blocks=2, hidden=16, actnorm=True, scale="sigmoid")
+    other = VectorFlow(2, context_dim=1, blocks=2, hidden=16, actnorm=True, scale="sigmoid")
     with pytest.raises(CheckpointError, match="another run: its model"):
         Trainer(other, loss_fn, sampler(x, y), config(steps=3), checkpoint_dir=tmp_path, progress=False).fit()
     # other parameter shapes: the same clear message, not load_state_dict's
-    wider = VectorFlow(2, cond_dim=1, blocks=2, hidden=32, actnorm=True)
+    wider = VectorFlow(2, context_dim=1, blocks=2, hidden=32, actnorm=True)
     with pytest.raises(CheckpointError, match="another run: its model"):
         Trainer(wider, loss_fn, sampler(x, y), config(steps=3), checkpoint_dir=tmp_path, progress=False).fit()
     # other data, batch size, sampler seed
@@ -285,7 +298,15 @@ def test_checkpoint_of_another_run_is_refused_saying_what_differs(tmp_path):
     # a user fingerprint (e.g. the experiment's configuration)
     model, _, _ = make_problem()
     with pytest.raises(CheckpointError, match="run fingerprint"):
-        Trainer(model, loss_fn, sampler(x, y), config(steps=3), checkpoint_dir=tmp_path, progress=False, fingerprint={"beta": 0.9}).fit()
+        Trainer(
+            model,
+            loss_fn,
+            sampler(x, y),
+            config(steps=3),
+            checkpoint_dir=tmp_path,
+            progress=False,
+            fingerprint={"beta": 0.9},
+        ).fit()
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path):
@@ -311,7 +332,7 @@ def test_checkpoint_carrying_pickled_code_is_refused_and_never_runs(tmp_path):
     import hashlib
     import io
 
-    from cnfkit.train import _MAGIC
+    from cnfkit.train.checkpoint import _MAGIC
 
     marker = tmp_path / "pwned"
     buf = io.BytesIO()
@@ -336,11 +357,30 @@ def test_ddp_sigterm_on_one_rank_checkpoints_both_and_resumes(tmp_path):
     script = ROOT / "tests" / "ddp_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    ref = subprocess.run(cmd + [str(tmp_path / "ref"), "resume-sigterm"], env=env, capture_output=True, text=True, timeout=300, check=False)
+    ref = subprocess.run(
+        cmd + [str(tmp_path / "ref"), "resume-sigterm"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert ref.returncode == 0, ref.stderr[-3000:]
-    first = subprocess.run(cmd + [str(tmp_path / "run"), "sigterm"], env=env, capture_output=True, text=True, timeout=300, check=False)
+    first = subprocess.run(
+        cmd + [str(tmp_path / "run"), "sigterm"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4, first.stderr[-3000:]
-    second = subprocess.run(cmd + [str(tmp_path / "run"), "resume-sigterm"], env=env, capture_output=True, text=True, timeout=300, check=False)
+    second = subprocess.run(
+        cmd + [str(tmp_path / "run"), "resume-sigterm"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     for rank in (0, 1):
-        _assert_same(torch.load(tmp_path / "run" / f"params_rank{rank}.pt"), torch.load(tmp_path / "ref" / f"params_rank{rank}.pt"))
+        _assert_same(
+            torch.load(tmp_path / "run" / f"params_rank{rank}.pt"),
+            torch.load(tmp_path / "ref" / f"params_rank{rank}.pt"),
+        )

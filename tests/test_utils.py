@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from cnfkit.profiles import Config
+from cnfkit.repro.profiles import Config
 from cnfkit.utils import module_device, rand, randn, resolve_device
 
 

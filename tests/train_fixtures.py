@@ -12,7 +12,7 @@ def make_problem(seed: int = 0, n: int = 64):
     torch.manual_seed(seed)
     x = torch.randn(n, 1)
     y = torch.cat([x + 0.3 * torch.randn(n, 1), x.sign() * torch.randn(n, 1).abs()], dim=1)
-    model = VectorFlow(2, cond_dim=1, blocks=2, hidden=16, actnorm=True)
+    model = VectorFlow(2, context_dim=1, blocks=2, hidden=16, actnorm=True)
     return model, x, y
 
 

@@ -52,8 +52,15 @@ def check_segmentation_batch(images: Tensor, labels: Tensor, masks: Tensor | Non
     """Clear errors for the mistakes that would otherwise give silently wrong results."""
     if images.dim() != 4:
         raise ValueError(f"images must be [N, C, H, W], got {tuple(images.shape)}")
-    if labels.dim() != 4 or labels.shape[1] != 1 or labels.shape[0] != images.shape[0] or labels.shape[2:] != images.shape[2:]:
-        raise ValueError(f"labels must be [N, 1, H, W] matching images {tuple(images.shape)}, got {tuple(labels.shape)}")
+    if (
+        labels.dim() != 4
+        or labels.shape[1] != 1
+        or labels.shape[0] != images.shape[0]
+        or labels.shape[2:] != images.shape[2:]
+    ):
+        raise ValueError(
+            f"labels must be [N, 1, H, W] matching images {tuple(images.shape)}, got {tuple(labels.shape)}"
+        )
     if ((labels != 0) & (labels != 1)).any():
         raise ValueError("labels must be binary (0 or 1)")
     if masks is None:
@@ -104,12 +111,20 @@ def affine_matrices(
     shear = torch.randn(n, generator=generator) * math.radians(shear_std_deg)
     cos, sin, tan = torch.cos(theta), torch.sin(theta), torch.tan(shear)
     # A = R(theta) @ Shear_x(shear) / s  (grid_sample maps output coordinates to input coordinates)
-    a = torch.stack([torch.stack([cos, cos * tan - sin], -1), torch.stack([sin, sin * tan + cos], -1)], -2) / s[:, None, None]
+    a = (
+        torch.stack([torch.stack([cos, cos * tan - sin], -1), torch.stack([sin, sin * tan + cos], -1)], -2)
+        / s[:, None, None]
+    )
     return torch.cat([a, torch.zeros(n, 2, 1)], dim=2)
 
 
 def random_affine(
-    images: Tensor, labels: Tensor, masks: Tensor, generator: torch.Generator | None = None, matrices: Tensor | None = None, **kwargs
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    generator: torch.Generator | None = None,
+    matrices: Tensor | None = None,
+    **kwargs,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Apply the *same* random affine map to each image, its label and its mask (Winkler et al.'s
     augmentation: 360-degree rotation, scaling in [0.8, 1.2], shear ~ N(0, 10 degrees)).

@@ -98,8 +98,15 @@ def find_release_dir(size: int, split: str, release: str, *, root=None, mirror=N
             missing = [str(f) for f in files if not f.is_file()]
             if not missing:
                 return d, files
-            problems.append("missing " + ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
-    raise DatasetError(f"ImageNet{size} ({release} release, {split}) is not available: " + "; ".join(problems) + "\n" + _how(size, root_p))
+            problems.append(
+                "missing " + ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            )
+    raise DatasetError(
+        f"ImageNet{size} ({release} release, {split}) is not available: "
+        + "; ".join(problems)
+        + "\n"
+        + _how(size, root_p)
+    )
 
 
 def _read_png(path: Path, size: int) -> np.ndarray:
@@ -107,7 +114,9 @@ def _read_png(path: Path, size: int) -> np.ndarray:
 
     with Image.open(path) as im:
         if im.size != (size, size):
-            raise DatasetError(f"{path} is {im.size[0]}x{im.size[1]}, expected {size}x{size}: not a file of the ImageNet{size} release")
+            raise DatasetError(
+                f"{path} is {im.size[0]}x{im.size[1]}, expected {size}x{size}: not a file of the ImageNet{size} release"
+            )
         return np.asarray(im.convert("RGB")).transpose(2, 0, 1)
 
 
@@ -118,7 +127,9 @@ def _read_npz(path: Path, size: int) -> np.ndarray:
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"{path} is not a valid ImageNet{size} npz file ({type(exc).__name__}: {exc})") from exc
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * size * size:
-        raise DatasetError(f"{path}: 'data' must be uint8 [N, {3 * size * size}] (channel-planar RGB), got {data.dtype} {data.shape}")
+        raise DatasetError(
+            f"{path}: 'data' must be uint8 [N, {3 * size * size}] (channel-planar RGB), got {data.dtype} {data.shape}"
+        )
     return data.reshape(-1, 3, size, size)  # channel-planar: R plane, G plane, B plane, each row-major
 
 
@@ -184,7 +195,14 @@ def _pack(files: list[Path], base: Path, size: int, release: str, out: Path, pro
 
 
 def load_imagenet(
-    size: int, split: str = "train", release: str = "png", *, root=None, mirror=None, progress: bool = True, expect_count: int | None = None
+    size: int,
+    split: str = "train",
+    release: str = "png",
+    *,
+    root=None,
+    mirror=None,
+    progress: bool = True,
+    expect_count: int | None = None,
 ) -> ImageNetArray:
     """One split of downsampled ImageNet as a memory-mapped uint8 array (packed on first use).
 
@@ -211,9 +229,16 @@ def load_imagenet(
     try:
         arr = np.load(out, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:  # e.g. a truncated file: the header promises more bytes than there are
-        raise DatasetError(f"the packed file {out} is damaged ({exc}): delete it and {manifest_path.name} to pack again") from exc
+        raise DatasetError(
+            f"the packed file {out} is damaged ({exc}): delete it and {manifest_path.name} to pack again"
+        ) from exc
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (3, size, size):
-        raise DatasetError(f"the packed file {out} has {arr.dtype} {arr.shape}, expected uint8 [N, 3, {size}, {size}]: delete it to pack again")
+        raise DatasetError(
+            f"the packed file {out} has {arr.dtype} {arr.shape}, expected uint8 [N, 3, {size}, {size}]: delete it to "
+            "pack again"
+        )
     if expect_count is not None and arr.shape[0] != expect_count:
-        raise DatasetError(f"ImageNet{size} {split} ({release} release, {base}) has {arr.shape[0]} images, expected {expect_count}")
+        raise DatasetError(
+            f"ImageNet{size} {split} ({release} release, {base}) has {arr.shape[0]} images, expected {expect_count}"
+        )
     return ImageNetArray(arr, size, split, release, str(base), stored["sha256"])

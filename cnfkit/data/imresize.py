@@ -64,7 +64,9 @@ def _resize_dim(img: Tensor, dim: int, out_len: int, scale: float, antialias: bo
     return (gathered * w).sum(dim=-1).movedim(-1, dim)
 
 
-def imresize(img: Tensor, scale: float | None = None, output_size: Sequence[int] | None = None, antialias: bool = True) -> Tensor:
+def imresize(
+    img: Tensor, scale: float | None = None, output_size: Sequence[int] | None = None, antialias: bool = True
+) -> Tensor:
     """Resize the last two dimensions of ``img`` like MATLAB's ``imresize(img, scale, 'bicubic')``.
 
     ``img`` is ``[..., H, W]`` (e.g. ``[C, H, W]`` or ``[B, C, H, W]``), float or uint8.  Give either

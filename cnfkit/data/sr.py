@@ -26,7 +26,15 @@ from torch import Tensor
 from .imresize import imresize
 from .store import REGISTRY, dataset_dir
 
-__all__ = ["SR_TEST_SETS", "chroma_detail_ratio", "downscale_images", "hr_lr_pair", "load_sr_images", "patch_pairs", "random_patches"]
+__all__ = [
+    "SR_TEST_SETS",
+    "chroma_detail_ratio",
+    "downscale_images",
+    "hr_lr_pair",
+    "load_sr_images",
+    "patch_pairs",
+    "random_patches",
+]
 
 SR_TEST_SETS = ("Set5", "Set14", "BSD100")
 
@@ -47,7 +55,9 @@ def load_sr_images(name: str, subset: str | None = None, **dataset_kwargs) -> tu
     else:
         raise ValueError(f"unknown SR dataset {name!r}; choose from {SR_TEST_SETS + ('BSDS500_train_test',)}")
     root = dataset_dir(name, **dataset_kwargs)
-    paths = sorted(f.path for f in REGISTRY[name].files if f.path.startswith(prefix) and f.path.lower().endswith((".png", ".jpg")))
+    paths = sorted(
+        f.path for f in REGISTRY[name].files if f.path.startswith(prefix) and f.path.lower().endswith((".png", ".jpg"))
+    )
     images = []
     for p in paths:
         with Image.open(root / p) as im:
@@ -85,7 +95,13 @@ def chroma_detail_ratio(image: Tensor, border: int = 4) -> float:
     if min(h, w) <= 2 * border + 2:
         raise ValueError(f"image {tuple(image.shape[1:])} is too small for a border of {border}")
     r, g, b = image[:, :h, :w].double()
-    ycc = torch.stack([0.299 * r + 0.587 * g + 0.114 * b, -0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b])
+    ycc = torch.stack(
+        [
+            0.299 * r + 0.587 * g + 0.114 * b,
+            -0.168736 * r - 0.331264 * g + 0.5 * b,
+            0.5 * r - 0.418688 * g - 0.081312 * b,
+        ]
+    )
     detail = ycc - imresize(imresize(ycc, 0.5), output_size=(h, w))
     energy = detail[:, border:-border, border:-border].pow(2).mean((1, 2))
     return float((energy[1] + energy[2]) / energy[0]) if energy[0] > 0 else 0.0
@@ -106,7 +122,9 @@ def random_patches(images: list[Tensor], size: int, n: int, generator: torch.Gen
     return out
 
 
-def patch_pairs(images: list[Tensor], size: int, n: int, generator: torch.Generator | None = None, scale: int = 2) -> tuple[Tensor, Tensor]:
+def patch_pairs(
+    images: list[Tensor], size: int, n: int, generator: torch.Generator | None = None, scale: int = 2
+) -> tuple[Tensor, Tensor]:
     """``(hr [n, 3, size, size], lr [n, 3, size/scale, size/scale])`` uint8 training pairs."""
     if size % scale:
         raise ValueError(f"patch size {size} must be divisible by the scale {scale}")

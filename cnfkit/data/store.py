@@ -167,7 +167,8 @@ def _download(spec: DatasetSpec, f: FileSpec, dest: Path, progress: bool = True)
                 raise DatasetError(f"{url}: sha256 {h.hexdigest()} does not match the expected {f.sha256}")
             os.replace(tmp, dest)
             return
-        except Exception as exc:  # noqa: BLE001 - any failure of one URL (network, HTTP, checksum): try the next, never leave a partial file
+        # any failure of one URL (network, HTTP, checksum): try the next, never leave a partial file
+        except Exception as exc:  # noqa: BLE001
             errors.append(f"{url}: {exc}")
         finally:
             if os.path.exists(tmp):
@@ -205,7 +206,8 @@ def dataset_dir(
     root_p, mirror_p = data_root(root), mirror_root(mirror)
     if mirror_p is not None and not mirror_p.is_dir():
         raise DatasetError(
-            f"the offline mirror folder {mirror_p} does not exist (set by {'mirror=' if mirror is not None else 'CNFKIT_DATA_MIRROR'}); "
+            f"the offline mirror folder {mirror_p} does not exist (set by "
+            f"{'mirror=' if mirror is not None else 'CNFKIT_DATA_MIRROR'}); "
             "point CNFKIT_DATA_MIRROR at an existing folder that holds the datasets, or unset it to use the data root "
             f"{root_p}.\n{_how(spec, root_p, None)}"
         )

@@ -8,7 +8,9 @@ from torch import Tensor
 __all__ = ["crop_to", "pad_to_multiple"]
 
 
-def pad_to_multiple(img: Tensor, multiple: int, *, square: bool = False, value: float = 0.0) -> tuple[Tensor, tuple[int, int]]:
+def pad_to_multiple(
+    img: Tensor, multiple: int, *, square: bool = False, value: float = 0.0
+) -> tuple[Tensor, tuple[int, int]]:
     """Zero-pad ``[..., H, W]`` at the right and bottom to a multiple of ``multiple`` (and square).
 
     Winkler et al. pad test images "with zeros at right and bottom so that they are square and

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..profiles import Config, select
-from ..results import curve_summary, phase
-from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
+from ..models.segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
+from ..repro.profiles import Config, select
+from ..repro.results import curve_summary, phase
 from ..train import EpochSampler, train_steps
 
 __all__ = ["CONFIGS", "BinaryDeqConfig", "binary_shapes", "config", "run_images", "support_demo"]
@@ -57,13 +57,28 @@ def plot_support_demo(mean: float = 0.7, std: float = 0.6):
     for ax, kind in zip(axes, ("uniform", "binary")):
         ax.plot(v, p, color="black", lw=1.5, label="flow density p(v)")
         if kind == "uniform":
-            ax.fill_between(v, p, where=(v >= 0) & (v < 1), color="tab:blue", alpha=0.3, label=f"bin y=0: P={d['uniform_P0']:.3f}")
-            ax.fill_between(v, p, where=(v >= 1) & (v < 2), color="tab:red", alpha=0.3, label=f"bin y=1: P={d['uniform_P1']:.3f}")
-            ax.fill_between(v, p, where=(v < 0) | (v >= 2), color="grey", alpha=0.3, label=f"no y: {d['uniform_mass_lost']:.3f} lost")
+            ax.fill_between(
+                v, p, where=(v >= 0) & (v < 1), color="tab:blue", alpha=0.3, label=f"bin y=0: P={d['uniform_P0']:.3f}"
+            )
+            ax.fill_between(
+                v, p, where=(v >= 1) & (v < 2), color="tab:red", alpha=0.3, label=f"bin y=1: P={d['uniform_P1']:.3f}"
+            )
+            ax.fill_between(
+                v,
+                p,
+                where=(v < 0) | (v >= 2),
+                color="grey",
+                alpha=0.3,
+                label=f"no y: {d['uniform_mass_lost']:.3f} lost",
+            )
             ax.set_title("uniform dequantization: bins [0,1) and [1,2)")
         else:
-            ax.fill_between(v, p, where=v < 0.5, color="tab:blue", alpha=0.3, label=f"y=0 (v<0.5): P={d['binary_P0']:.3f}")
-            ax.fill_between(v, p, where=v >= 0.5, color="tab:red", alpha=0.3, label=f"y=1 (v>0.5): P={d['binary_P1']:.3f}")
+            ax.fill_between(
+                v, p, where=v < 0.5, color="tab:blue", alpha=0.3, label=f"y=0 (v<0.5): P={d['binary_P0']:.3f}"
+            )
+            ax.fill_between(
+                v, p, where=v >= 0.5, color="tab:red", alpha=0.3, label=f"y=1 (v>0.5): P={d['binary_P1']:.3f}"
+            )
             ax.set_title("binary dequantization: half-lines, nothing lost")
         ax.axvline(0.5 if kind == "binary" else 1.0, color="grey", lw=0.8, ls="--")
         ax.legend(fontsize=8)
@@ -72,7 +87,9 @@ def plot_support_demo(mean: float = 0.7, std: float = 0.6):
     return fig
 
 
-def binary_shapes(n: int, size: int = 16, generator: torch.Generator | None = None, noise: float = 0.3) -> tuple[Tensor, Tensor]:
+def binary_shapes(
+    n: int, size: int = 16, generator: torch.Generator | None = None, noise: float = 0.3
+) -> tuple[Tensor, Tensor]:
     """``(x [n, 1, size, size], y [n, 1, size, size])``: y holds 1-3 random discs and bars; x is y
     blurred (3x3 box) plus Gaussian noise, so ``p(y | x)`` is uncertain near edges."""
     r = torch.arange(size).float()
@@ -86,7 +103,9 @@ def binary_shapes(n: int, size: int = 16, generator: torch.Generator | None = No
                 y[i, 0] = torch.maximum(y[i, 0], (((yy - cy) ** 2 + (xx - cx) ** 2) < rad**2).float())
             else:
                 h, w = (1 + 4 * torch.rand(2, generator=generator)).tolist()
-                y[i, 0] = torch.maximum(y[i, 0], ((yy - cy).abs() < h / 2 + 0.5).float() * ((xx - cx).abs() < w + 0.5).float())
+                y[i, 0] = torch.maximum(
+                    y[i, 0], ((yy - cy).abs() < h / 2 + 0.5).float() * ((xx - cx).abs() < w + 0.5).float()
+                )
     blur = F.avg_pool2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     x = blur + noise * torch.randn(y.shape, generator=generator)
     return x, y
@@ -135,7 +154,11 @@ def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None =
     for name, build in builders.items():
         torch.manual_seed(cfg.seed)  # before building: the initial parameters come from the seeded generator too
         model = out["models"][name] = build()
-        loss = (lambda m, b: m.loss(b[1], b[0]).mean() / d) if name == "factored" else (lambda m, b: -m(b[1], b[0]).mean() / d)
+        loss = (
+            (lambda m, b: m.loss(b[1], b[0]).mean() / d)
+            if name == "factored"
+            else (lambda m, b: -m(b[1], b[0]).mean() / d)
+        )
         history, wall = train_steps(
             model,
             loss,
@@ -161,11 +184,34 @@ def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None =
     return out
 
 
+ROW_LABELS = {
+    "cnf": "CNF, binary dequantization",
+    "cnf_uniform": "CNF, uniform dequantization",
+    "factored": "factored Bernoulli",
+}
+
+
+def metrics_table(result: dict[str, Any]):
+    """Held-out bits/dim (and the other metrics) of each model, one row per model."""
+    import pandas as pd
+
+    return pd.DataFrame(result["metrics"]).T.rename(index=ROW_LABELS)
+
+
+def results_payload(result: dict[str, Any], demo: dict[str, float]) -> dict[str, Any]:
+    """What ``binary_dequantization.json`` holds besides the configuration."""
+    return {"support_demo": demo, "images": result["metrics"]}
+
+
 def plot_training_curves(result: dict[str, Any]):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    names = {"cnf": "CNF, binary dequantization", "cnf_uniform": "CNF, uniform dequantization", "factored": "factored Bernoulli (weighted CE)"}
+    names = {
+        "cnf": "CNF, binary dequantization",
+        "cnf_uniform": "CNF, uniform dequantization",
+        "factored": "factored Bernoulli (weighted CE)",
+    }
     for name, h in result["histories"].items():
         steps, bits = zip(*h)
         ax.plot(steps, bits, label=names[name])

@@ -25,17 +25,24 @@ EXIT_PREEMPTED = 75
 
 
 def main(experiment: str, train: Callable[..., object], argv: list[str] | None = None) -> int:
-    """Parse the common options and call ``train(profile, checkpoint_dir, device, progress)`` under torchrun or alone."""
+    """Parse the common options and call ``train(profile, checkpoint_dir, device, progress)`` under torchrun or
+    alone."""
     from ..data import use_data_dirs
-    from ..profiles import check_profile
+    from ..repro.profiles import check_profile
     from ..train import TrainingInterrupted, init_distributed
     from ..utils import set_threads
 
     p = argparse.ArgumentParser(
-        prog=f"python -m cnfkit.experiments.{experiment}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=f"python -m cnfkit.experiments.{experiment}",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--profile", required=True, help="smoke, quick or full")
-    p.add_argument("--checkpoint-dir", required=True, help="where checkpoints go (make reproduce uses results/<profile>/checkpoints)")
+    p.add_argument(
+        "--checkpoint-dir",
+        required=True,
+        help="where checkpoints go (make reproduce uses results/<profile>/checkpoints)",
+    )
     p.add_argument("--device", default="auto", help="auto (one CUDA device per process when available), cpu, cuda:N")
     p.add_argument("--data-root", default="", help="the data root (default: $CNFKIT_DATA_ROOT or ~/.cache/cnfkit/data)")
     p.add_argument("--data-mirror", default="", help="an offline mirror of the datasets ($CNFKIT_DATA_MIRROR)")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,11 +32,12 @@ from torch import Tensor
 from ..data.drive import DriveSplit, load_drive, random_affine
 from ..data.transforms import crop_to, pad_to_multiple
 from ..metrics import f_score, max_f_score, pr_curve, precision_recall
-from ..profiles import Config, select
-from ..results import curve_summary, phase
-from ..segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
+from ..models.segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
+from ..repro.profiles import Config, ConfigError, select
+from ..repro.results import curve_summary, phase
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
+from .common import checkpoint_path, command_line
 
 __all__ = [
     "BPD_DEFINITION",
@@ -70,7 +70,9 @@ class DriveConfig(Config):
     n_samples: int  # samples averaged into the CNF's soft map (the paper: 100)
     n_scatter: int  # samples per test image for the precision/recall scatter
     test_images: int  # test images evaluated (20 = all)
-    eval_batch: int = 20  # maps per forward call in evaluation (images for bpd, samples for soft maps); results do not depend on it
+    eval_batch: int = (
+        20  # maps per forward call in evaluation (images for bpd, samples for soft maps); results do not depend on it
+    )
     # the fast path (TrainConfig): channels-last measured 1.06x slower for DRIVE sampling on the 2-core CPU; compile and
     # bf16 autocast not yet measured on a GPU, so off
     channels_last: bool = False
@@ -82,22 +84,33 @@ class DriveConfig(Config):
     beta: float = 0.9  # weight of the vessel term in eq. 9 (vessels are ~10% of the pixels)
     seeds: tuple[int, ...] = (0,)
     nonnegative = frozenset({"seeds"})
-    dry_run_caps: ClassVar[dict[str, int]] = {"steps": 2, "test_images": 2, "n_samples": 4, "n_scatter": 2, "seeds": 1, "eval_batch": 4}
+    dry_run_caps: ClassVar[dict[str, int]] = {
+        "steps": 2,
+        "test_images": 2,
+        "n_samples": 4,
+        "n_scatter": 2,
+        "seeds": 1,
+        "eval_batch": 4,
+    }
 
 
 CONFIGS = {
-    "smoke": DriveConfig(pad_to=592, crop=32, batch=2, steps=30, n_samples=2, n_scatter=1, test_images=2, hidden=8, widths=(8, 16, 16)),
+    "smoke": DriveConfig(
+        pad_to=592, crop=32, batch=2, steps=30, n_samples=2, n_scatter=1, test_images=2, hidden=8, widths=(8, 16, 16)
+    ),
     # about 6 minutes per model on a 2-core CPU: random 96x96 crops, 5000 steps, 20 samples, 1 seed
     "quick": DriveConfig(pad_to=592, crop=96, batch=4, steps=1600, n_samples=20, n_scatter=5, test_images=20),
     # the paper: 1024x1024 padding, batch 2, 2000 epochs of 20 images, 100 samples, 5 runs
-    "full": DriveConfig(pad_to=1024, crop=1024, batch=2, steps=20000, n_samples=100, n_scatter=10, test_images=20, seeds=(0, 1, 2, 3, 4)),
+    "full": DriveConfig(
+        pad_to=1024, crop=1024, batch=2, steps=20000, n_samples=100, n_scatter=10, test_images=20, seeds=(0, 1, 2, 3, 4)
+    ),
 }
 
 
 def config(profile: str | None, dry_run: bool = False) -> DriveConfig:
     cfg = select(CONFIGS, profile, dry_run)
     if cfg.crop > cfg.pad_to or cfg.crop % 4 or cfg.pad_to % 4:
-        raise ValueError(f"crop ({cfg.crop}) must be <= pad_to ({cfg.pad_to}) and both divisible by 4")
+        raise ConfigError(f"crop ({cfg.crop}) must be <= pad_to ({cfg.pad_to}) and both divisible by 4")
     return cfg
 
 
@@ -134,11 +147,11 @@ class DriveBatches:
 
     def fingerprint(self) -> str:
         """The same on every rank, so a checkpoint written under torchrun is reused by one process."""
-        from ..train import _tensor_digest
+        from ..train import tensor_digest
 
         cfg = self.cfg
         h = hashlib.sha256(f"drive batch={cfg.batch} crop={cfg.crop} pad={cfg.pad_to} seed={self.seed}".encode())
-        _tensor_digest(h, (self.train.images, self.train.labels, self.train.masks))
+        tensor_digest(h, (self.train.images, self.train.labels, self.train.masks))
         return h.hexdigest()[:16]
 
 
@@ -154,10 +167,18 @@ def _loss(name: str):
 
 
 def train_model(
-    name: str, train: DriveSplit, cfg: DriveConfig, seed: int, progress: bool = True, checkpoint_dir=None, device: str | None = None, timer=None
+    name: str,
+    train: DriveSplit,
+    cfg: DriveConfig,
+    seed: int,
+    progress: bool = True,
+    checkpoint_dir=None,
+    device: str | None = None,
+    timer=None,
 ) -> tuple[SegmentationCNF | FactoredBernoulli, float, dict[str, float] | None]:
     """Train one model on ``device`` (``None``: CUDA when available); it stays there, in eval mode.
-    Returns ``(model, training wall time, where its learning curve ended)`` (:func:`cnfkit.results.curve_summary`).
+    Returns ``(model, training wall time, where its learning curve ended)``
+    (:func:`cnfkit.repro.results.curve_summary`).
 
     With ``checkpoint_dir`` an interrupted run resumes and a finished one is reloaded."""
     torch.manual_seed(seed)
@@ -194,7 +215,9 @@ def _chunks(n: int, size: int):
 
 
 @torch.no_grad()
-def evaluate(name: str, model: SegmentationCNF | FactoredBernoulli, test: DriveSplit, cfg: DriveConfig, seed: int) -> dict[str, Any]:
+def evaluate(
+    name: str, model: SegmentationCNF | FactoredBernoulli, test: DriveSplit, cfg: DriveConfig, seed: int
+) -> dict[str, Any]:
     """bpd, PR curve, max F-score, per-sample precision/recall and the soft maps of one model
     (``name`` is its label in MODELS; what is computed follows the model's type).
 
@@ -229,7 +252,7 @@ def evaluate(name: str, model: SegmentationCNF | FactoredBernoulli, test: DriveS
         for js in _chunks(n_draws, cfg.eval_batch):
             gens = row_generators(seed, [(i, j) for j in js], "drive-eval")
             if isinstance(model, FactoredBernoulli):
-                d = model.sample(None, gens, num_samples=len(js), probs=p)
+                d = model.sample(None, num_samples=len(js), generator=gens, probs=p)
             else:
                 d = model.sample(None, generator=gens, features=feats, num_samples=len(js), size=hw)
             total += d[: max(0, min(cfg.n_samples, js.stop) - js.start)].sum(0, keepdim=True)
@@ -255,7 +278,9 @@ def evaluate(name: str, model: SegmentationCNF | FactoredBernoulli, test: DriveS
     }
 
 
-def probabilistic_evaluation(name: str, ev: dict[str, Any], test: DriveSplit, cfg: DriveConfig, human_points=None) -> dict[str, Any]:
+def probabilistic_evaluation(
+    name: str, ev: dict[str, Any], test: DriveSplit, cfg: DriveConfig, human_points=None
+) -> dict[str, Any]:
     """Beyond Table 3 (tested metric functions in :mod:`cnfkit.probabilistic`), inside the FOV:
 
     * ``calibration``: reliability diagram and ECE of the per-pixel probability map (the CNFs' mean
@@ -284,14 +309,21 @@ def probabilistic_evaluation(name: str, ev: dict[str, Any], test: DriveSplit, cf
     if human_points is not None:
         out["pr_distance_to_human"] = point_cloud_distance(ev["sample_precision_recall"], human_points)
     if test.second is not None and ev["samples"][0].shape[0] >= 1:
-        geds = [generalized_energy_distance(ev["samples"][i][:, 0], torch.stack([y[i, 0], test.second[i, 0]]), mask[i, 0]) for i in range(n)]
+        geds = [
+            generalized_energy_distance(ev["samples"][i][:, 0], torch.stack([y[i, 0], test.second[i, 0]]), mask[i, 0])
+            for i in range(n)
+        ]
         out["ged"] = {k: float(np.mean([g[k] for g in geds])) for k in geds[0]}
     if ev["samples"][0].shape[0] >= 2:  # mean 1 - IoU over distinct pairs of an image's samples
         out["sample_diversity"] = float(np.mean([sample_diversity(ev["samples"][i][:, 0]) for i in range(n)]))
     pred = (soft >= ev["threshold"]).float()
-    out["vessel_width"] = float(np.mean([vessel_width(pred[i, 0] * mask[i, 0]) for i in range(n) if (pred[i, 0] * mask[i, 0]).any()]))
+    out["vessel_width"] = float(
+        np.mean([vessel_width(pred[i, 0] * mask[i, 0]) for i in range(n) if (pred[i, 0] * mask[i, 0]).any()])
+    )
     errors = (pred != y).float()
-    out["uncertainty_auroc"] = auroc(soft * (1 - soft), errors, mask) if 0 < float((errors * mask).sum()) < float(mask.sum()) else None
+    out["uncertainty_auroc"] = (
+        auroc(soft * (1 - soft), errors, mask) if 0 < float((errors * mask).sum()) < float(mask.sum()) else None
+    )
     return out
 
 
@@ -318,12 +350,13 @@ def run(
     """Train and evaluate every model for every seed; mean and std over seeds.
 
     ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
-    checkpoints in ``<dir>/drive-<config digest>/<model>/seed<k>/`` (resume an interrupted run, reuse a finished one)."""
+    checkpoints in ``<dir>/drive-<config digest>/<model>/seed<k>/`` (resume an interrupted run, reuse a finished
+    one)."""
     train, test = data if data is not None else (load_drive("training"), load_drive("test"))
     out: dict[str, Any] = {"runs": {m: [] for m in models}, "summary": {}}
     for name in models:
         for seed in cfg.seeds:
-            ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"drive-{cfg.digest()}" / name / f"seed{seed}"
+            ckpt = checkpoint_path(checkpoint_dir, "drive", cfg, name, f"seed{seed}")
             model, wall, curve = train_model(name, train, cfg, seed, progress, ckpt, device, timer)
             if train_only:  # training only (the command line under torchrun)
                 continue
@@ -352,15 +385,28 @@ def run(
         n = min(cfg.test_images, len(test))
         from ..probabilistic import iou_distance, vessel_width
 
-        out["human"]["ged_between_annotators"] = float(iou_distance(test.labels[:n] * test.masks[:n], test.second[:n] * test.masks[:n]).mean())
-        out["human"]["vessel_width_annotation"] = float(np.mean([vessel_width(test.labels[i, 0] * test.masks[i, 0]) for i in range(n)]))
-        out["human"]["vessel_width_second_observer"] = float(np.mean([vessel_width(test.second[i, 0] * test.masks[i, 0]) for i in range(n)]))
+        out["human"]["ged_between_annotators"] = float(
+            iou_distance(test.labels[:n] * test.masks[:n], test.second[:n] * test.masks[:n]).mean()
+        )
+        out["human"]["vessel_width_annotation"] = float(
+            np.mean([vessel_width(test.labels[i, 0] * test.masks[i, 0]) for i in range(n)])
+        )
+        out["human"]["vessel_width_second_observer"] = float(
+            np.mean([vessel_width(test.second[i, 0] * test.masks[i, 0]) for i in range(n)])
+        )
     for name in models:  # the beyond-paper metrics of the first seed, by key (drive.json)
         first = out["runs"][name][0]["probabilistic"]
         out["summary"][name].update(
             {
                 k: first[k]
-                for k in ("calibration", "pr_distance_to_human", "ged", "sample_diversity", "vessel_width", "uncertainty_auroc")
+                for k in (
+                    "calibration",
+                    "pr_distance_to_human",
+                    "ged",
+                    "sample_diversity",
+                    "vessel_width",
+                    "uncertainty_auroc",
+                )
                 if k in first
             }
         )
@@ -369,8 +415,53 @@ def run(
 
 def json_payload(result: dict[str, Any]) -> dict[str, Any]:
     """Everything but the soft maps (DRIVE-derived arrays stay out of files that may be committed)."""
-    runs = {m: [{k: v for k, v in r.items() if k not in ("soft_maps", "samples")} for r in rs] for m, rs in result["runs"].items()}
+    runs = {
+        m: [{k: v for k, v in r.items() if k not in ("soft_maps", "samples")} for r in rs]
+        for m, rs in result["runs"].items()
+    }
     return {"summary": result["summary"], "runs": runs, "human": result.get("human")}
+
+
+PAPER_KEYS = {"factored": "Factored", "cnf_uniform": "CNF Uniform", "cnf": "CNF"}
+CITED = ("SE", "LD", "Wavelets", "Human", "HED", "KB", "N4", "DRIU")
+
+
+def paper_table(result: dict[str, Any], profile: str):
+    """Table 3: bits/dim and max F-score, "paper" next to "ours" (mean +- std over seeds; the cited
+    methods' F-scores as the paper gives them, the second observer's computed from DRIVE)."""
+    import pandas as pd
+
+    from ..repro.paper import paper_numbers
+
+    paper = paper_numbers("winkler_table3_drive")
+    ours_bpd, ours_f = f"ours ({profile}) bpd", f"ours ({profile}) F"
+    rows = []
+    for name in CITED:
+        human = name == "Human"
+        label = name + (" (2nd observer; ours computed from DRIVE)" if human else " (cited)")
+        ours = result["human"]["f_score"] if human and result.get("human") else None
+        rows.append(
+            {"model": label, "paper bpd": None, "paper F": paper[name]["f_score"], ours_bpd: None, ours_f: ours}
+        )
+    for name, key in PAPER_KEYS.items():
+        s = result["summary"][name]
+        rows.append(
+            {
+                "model": key,
+                "paper bpd": paper[key]["bpd"],
+                "paper F": paper[key]["f_score"],
+                ours_bpd: f"{s['bpd']:.4f} ± {s['bpd_std']:.4f}",
+                ours_f: f"{s['f_score']:.3f} ± {s['f_score_std']:.3f}",
+            }
+        )
+    return pd.DataFrame(rows).set_index("model")
+
+
+def results_payload(result: dict[str, Any]) -> dict[str, Any]:
+    """What ``drive.json`` holds besides the configuration: the paper's numbers and :func:`json_payload`."""
+    from ..repro.paper import paper_numbers
+
+    return {"paper": paper_numbers("winkler_table3_drive"), **json_payload(result)}
 
 
 def probabilistic_table(result: dict[str, Any]):
@@ -397,7 +488,11 @@ def probabilistic_table(result: dict[str, Any]):
     if h and "vessel_width_annotation" in h:
         rows.append({"model": "1st grader (annotation)", "vessel width [px]": h["vessel_width_annotation"]})
         rows.append(
-            {"model": "2nd grader", "vessel width [px]": h["vessel_width_second_observer"], "sample diversity (1 - IoU)": h["ged_between_annotators"]}
+            {
+                "model": "2nd grader",
+                "vessel width [px]": h["vessel_width_second_observer"],
+                "sample diversity (1 - IoU)": h["ged_between_annotators"],
+            }
         )
     return pd.DataFrame(rows).set_index("model")
 
@@ -416,12 +511,19 @@ def plot_pr(result: dict[str, Any], paper: dict[str, Any] | None = None):
     colours = {"factored": "tab:blue", "cnf_uniform": "tab:orange", "cnf": "tab:red"}
     for name, runs in result["runs"].items():
         r0 = runs[0]
-        a.plot(r0["pr_curve"]["recall"], r0["pr_curve"]["precision"], color=colours[name], label=f"{LABELS[name]} (F={r0['max_f_score']:.3f})")
+        a.plot(
+            r0["pr_curve"]["recall"],
+            r0["pr_curve"]["precision"],
+            color=colours[name],
+            label=f"{LABELS[name]} (F={r0['max_f_score']:.3f})",
+        )
         pts = np.array(r0["sample_precision_recall"])
         b.scatter(pts[:, 1], pts[:, 0], s=8, alpha=0.5, color=colours[name], label=LABELS[name])
     if result.get("human"):
         h = result["human"]
-        a.scatter([h["recall"]], [h["precision"]], color="black", marker="*", s=80, label=f"Human (F={h['f_score']:.3f})")
+        a.scatter(
+            [h["recall"]], [h["precision"]], color="black", marker="*", s=80, label=f"Human (F={h['f_score']:.3f})"
+        )
         pts = np.array(h["sample_precision_recall"])
         b.scatter(pts[:, 1], pts[:, 0], s=14, color="black", marker="x", label="Human")
     for ax, title in ((a, "PR curves (soft maps), max F-score"), (b, "precision/recall of single samples")):
@@ -469,7 +571,9 @@ def threshold_view(result: dict[str, Any], test: DriveSplit, threshold: float):
     for name, runs in result["runs"].items():
         pr = runs[0]["pr_curve"]
         a.plot(pr["recall"], pr["precision"], color=colours[name], label=LABELS[name])
-        a.scatter([stats[name]["recall"]], [stats[name]["precision"]], color=colours[name], s=60, edgecolor="black", zorder=3)
+        a.scatter(
+            [stats[name]["recall"]], [stats[name]["precision"]], color=colours[name], s=60, edgecolor="black", zorder=3
+        )
     a.set_xlim(0.3, 1)
     a.set_ylim(0.3, 1)
     a.set_xlabel("recall")
@@ -483,7 +587,9 @@ def threshold_view(result: dict[str, Any], test: DriveSplit, threshold: float):
         b.bar(xs, [st[q] for q in keys], width, color=colours[name], label=LABELS[name])
         for x_, q in zip(xs, keys):
             b.text(x_, st[q] + 0.01, f"{st[q]:.2f}", ha="center", fontsize=7)
-    b.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, ["precision", "recall", "F-score", "vessel fraction\n(of the FOV)"])
+    b.set_xticks(
+        np.arange(len(keys)) + 0.4 - width / 2, ["precision", "recall", "F-score", "vessel fraction\n(of the FOV)"]
+    )
     b.set_ylim(0, 1.1)
     b.set_title("soft map thresholded (test images, inside the FOV)")
     fig.tight_layout()
@@ -511,11 +617,5 @@ def plot_soft_map_crops(result: dict[str, Any], test: DriveSplit, image: int = 0
     return fig
 
 
-def _train_cli(profile: str, checkpoint_dir: str, device, progress: bool) -> None:
-    run(config(profile), progress=progress, device=device, checkpoint_dir=checkpoint_dir, train_only=True)
-
-
 if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main("drive", _train_cli))
+    raise SystemExit(command_line("drive", config, run))

@@ -17,7 +17,6 @@ pre-trained VGG, unavailable offline); latents are standardised per dimension be
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -26,12 +25,24 @@ from torch import Tensor, nn
 
 from ..data.mnist import load_mnist
 from ..flows import VectorFlow
-from ..profiles import Config, select
-from ..results import curve_summary, phase
-from ..toy import pad, xiao_flow
+from ..models.toy import pad, xiao_flow
+from ..repro.profiles import Config, select
+from ..repro.results import curve_summary
 from ..train import EpochSampler, train_steps
+from ..utils import PhaseTimer, phase
+from .common import RunOptions, checkpoint_path, command_line
 
-__all__ = ["CONFIGS", "ConvAutoencoder", "MNISTConfig", "build_xiao_flow", "config", "plot_grid", "run_dataset", "sample_grid", "style_grid"]
+__all__ = [
+    "CONFIGS",
+    "ConvAutoencoder",
+    "MNISTConfig",
+    "build_xiao_flow",
+    "config",
+    "plot_grid",
+    "run_dataset",
+    "sample_grid",
+    "style_grid",
+]
 
 
 class ConvAutoencoder(nn.Module):
@@ -110,11 +121,38 @@ class MNISTConfig(Config):
 
 
 CONFIGS = {
-    "smoke": MNISTConfig(n_train=2048, n_test=1000, ae_epochs=1, ae_batch=128, flow_epochs=4, flow_batch=128, flow_blocks=2, flow_hidden=32),
+    "smoke": MNISTConfig(
+        n_train=2048,
+        n_test=1000,
+        ae_epochs=1,
+        ae_batch=128,
+        flow_epochs=4,
+        flow_batch=128,
+        flow_blocks=2,
+        flow_hidden=32,
+    ),
     # full training sets on a 2-core CPU in minutes: fewer auto-encoder epochs than GLF
-    "quick": MNISTConfig(n_train=60000, n_test=10000, ae_epochs=2, ae_batch=128, flow_epochs=15, flow_batch=256, flow_blocks=4, flow_hidden=128),
+    "quick": MNISTConfig(
+        n_train=60000,
+        n_test=10000,
+        ae_epochs=2,
+        ae_batch=128,
+        flow_epochs=15,
+        flow_batch=256,
+        flow_blocks=4,
+        flow_hidden=128,
+    ),
     # GLF's flow (4 blocks x 64 hidden) with many more epochs, and a longer auto-encoder schedule
-    "full": MNISTConfig(n_train=60000, n_test=10000, ae_epochs=40, ae_batch=256, flow_epochs=200, flow_batch=256, flow_blocks=4, flow_hidden=64),
+    "full": MNISTConfig(
+        n_train=60000,
+        n_test=10000,
+        ae_epochs=40,
+        ae_batch=256,
+        flow_epochs=200,
+        flow_batch=256,
+        flow_blocks=4,
+        flow_hidden=64,
+    ),
 }
 
 
@@ -139,25 +177,27 @@ def _images(x: Tensor) -> Tensor:
     return (x.float() / 255.0).unsqueeze(1)
 
 
-def _train(model, loss_fn, tensors, batch, epochs, lr, cfg, desc, progress, device, timer=None, checkpoint_dir=None):
-    """Train on ``device``; the model comes back on the CPU, where the (small) evaluation runs."""
+def _train(
+    model, loss_fn, tensors, *, batch: int, epochs: int, lr: float, cfg: MNISTConfig, desc: str, opts: RunOptions
+):
+    """Train on ``opts.device``; the model comes back on the CPU, where the (small) evaluation runs.
+    Returns ``(training wall time, learning-curve summary)``."""
     sampler = EpochSampler(tensors, batch, seed=cfg.seed)
-    steps = max(1, epochs * sampler.per_epoch)
     history, wall = train_steps(
         model,
         loss_fn,
         sampler,
-        steps=steps,
+        steps=max(1, epochs * sampler.per_epoch),
         lr=lr,
         seed=cfg.seed,
         desc=desc,
-        progress=progress,
-        device=device,
-        timer=timer,
-        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"mnist-{cfg.digest()}" / desc.replace("/", "_").replace(" ", "_"),
+        progress=opts.progress,
+        device=opts.device,
+        timer=opts.timer,
+        checkpoint_dir=checkpoint_path(opts.checkpoint_dir, "mnist", cfg, desc.replace("/", "_").replace(" ", "_")),
     )
     model.cpu()
-    return wall, history
+    return wall, curve_summary(history)
 
 
 @torch.no_grad()
@@ -166,14 +206,18 @@ def _encode_all(ae: ConvAutoencoder, images: Tensor, batch: int = 1000) -> Tenso
     return torch.cat([ae.encode(images[i : i + batch]) for i in range(0, images.shape[0], batch)])
 
 
-def predict_forward(flow: VectorFlow, u_std: Tensor, cfg: MNISTConfig, generator: torch.Generator | None = None) -> Tensor:
+def predict_forward(
+    flow: VectorFlow, u_std: Tensor, cfg: MNISTConfig, generator: torch.Generator | None = None
+) -> Tensor:
     """Xiao et al.: run the flow forward on ``[u, 0 + noise]`` and take the argmax of ``y~``."""
     with torch.no_grad():
         out, _ = flow.encode(pad(u_std, cfg.latent_dim + cfg.label_dim, cfg.pad_noise, generator))
     return out[:, cfg.latent_dim :].argmax(dim=1)
 
 
-def forward_probs(flow: VectorFlow, u_std: Tensor, cfg: MNISTConfig, generator: torch.Generator | None = None) -> Tensor:
+def forward_probs(
+    flow: VectorFlow, u_std: Tensor, cfg: MNISTConfig, generator: torch.Generator | None = None
+) -> Tensor:
     """Class probabilities of the forward-pass classifier under the model's own label-noise model:
     ``y~ = e_c + N(0, s^2 I)`` gives ``p(c | y~) = softmax_c(y~_c / s^2)`` (uniform class prior)."""
     with torch.no_grad():
@@ -184,14 +228,20 @@ def forward_probs(flow: VectorFlow, u_std: Tensor, cfg: MNISTConfig, generator: 
 def bayes_probs(cnf: VectorFlow, u_std: Tensor, cfg: MNISTConfig) -> Tensor:
     """Class probabilities of the CNF by Bayes' rule with a uniform prior: ``softmax_c log p(u | c)``."""
     with torch.no_grad():
-        scores = [cnf.log_prob(u_std, F.one_hot(torch.full((u_std.shape[0],), c), cfg.label_dim).float()) for c in range(cfg.label_dim)]
+        scores = [
+            cnf.log_prob(u_std, F.one_hot(torch.full((u_std.shape[0],), c), cfg.label_dim).float())
+            for c in range(cfg.label_dim)
+        ]
     return torch.softmax(torch.stack(scores, dim=1).double(), dim=1)
 
 
 def predict_bayes(cnf: VectorFlow, u_std: Tensor, cfg: MNISTConfig) -> Tensor:
     """Bayes' rule with uniform class prior: ``argmax_c log p(u | c)``."""
     with torch.no_grad():
-        scores = [cnf.log_prob(u_std, F.one_hot(torch.full((u_std.shape[0],), c), cfg.label_dim).float()) for c in range(cfg.label_dim)]
+        scores = [
+            cnf.log_prob(u_std, F.one_hot(torch.full((u_std.shape[0],), c), cfg.label_dim).float())
+            for c in range(cfg.label_dim)
+        ]
     return torch.stack(scores, dim=1).argmax(dim=1)
 
 
@@ -201,7 +251,7 @@ def run_dataset(
     progress: bool = True,
     data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
     device: str | None = None,
-    timer=None,
+    timer: PhaseTimer | None = None,
     checkpoint_dir=None,
     train_only: bool = False,
 ) -> dict[str, Any]:
@@ -211,6 +261,63 @@ def run_dataset(
     ``name`` (tests use small synthetic data).  Training runs on ``device`` (``None``: CUDA when
     available), evaluation on the CPU.
     """
+    opts = RunOptions(progress, device, timer, checkpoint_dir)
+    x_tr, y_tr, x_te, y_te = _dataset(name, cfg, data)
+    times: dict[str, float] = {}
+    curves: dict[str, Any] = {}
+    torch.manual_seed(cfg.seed)
+    ae = ConvAutoencoder(cfg.latent_dim)
+    ae_loss = lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[0], reduction="sum") / b[0].shape[0]
+    times["autoencoder"], curves["autoencoder"] = _train(
+        ae,
+        ae_loss,
+        (x_tr,),
+        batch=cfg.ae_batch,
+        epochs=cfg.ae_epochs,
+        lr=cfg.ae_lr,
+        cfg=cfg,
+        desc=f"{name}/autoencoder",
+        opts=opts,
+    )
+    u_tr, u_te = _encode_all(ae, x_tr), _encode_all(ae, x_te)
+    mean, std = u_tr.mean(0), u_tr.std(0) + 1e-6
+    s_tr, s_te = (u_tr - mean) / std, (u_te - mean) / std
+    onehot = F.one_hot(y_tr, cfg.label_dim).float()
+    with torch.no_grad():
+        recon_bce = F.binary_cross_entropy(ae.decode(u_te), x_te).item()
+    flows = {}
+    for key, desc in (("xiao_flow", "xiao flow"), ("cnf", "cnf")):
+        torch.manual_seed(cfg.seed)
+        flows[key] = model = build_xiao_flow(cfg) if key == "xiao_flow" else build_cnf(cfg)
+        times[key], curves[key] = _train(
+            model, _flow_loss(key, cfg), (s_tr, onehot), batch=cfg.flow_batch, epochs=cfg.flow_epochs,
+            lr=cfg.flow_lr, cfg=cfg, desc=f"{name}/{desc}", opts=opts,
+        )  # fmt: skip
+    flow, cnf = flows["xiao_flow"], flows["cnf"]
+    if train_only:  # training only (the command line under torchrun)
+        return {"name": name, "ae": ae, "flow": flow, "cnf": cnf, "metrics": {"train_time_s": times}}
+    with phase(timer, "evaluation"):
+        metrics = evaluate(flow.eval(), cnf.eval(), s_te, y_te, cfg)
+    metrics.update(
+        test_reconstruction_bce=recon_bce,
+        train_time_s=times,
+        learning_curves=curves,
+        n_train=int(x_tr.shape[0]),
+        n_test=int(x_te.shape[0]),
+    )
+    return {
+        "name": name,
+        "ae": ae,
+        "flow": flow,
+        "cnf": cnf,
+        "latent_mean": mean,
+        "latent_std": std,
+        "metrics": metrics,
+    }
+
+
+def _dataset(name: str, cfg: MNISTConfig, data: tuple[Tensor, Tensor, Tensor, Tensor] | None):
+    """The training subset (``cfg.n_train`` images drawn with ``cfg.seed``) and the first ``cfg.n_test`` test images."""
     if data is None:
         x_tr, y_tr = load_mnist(name, "train")
         x_te, y_te = load_mnist(name, "test")
@@ -218,93 +325,104 @@ def run_dataset(
         x_tr, y_tr, x_te, y_te = data
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(x_tr.shape[0], generator=g)[: cfg.n_train]
-    x_tr, y_tr = _images(x_tr[idx]), y_tr[idx]
-    x_te, y_te = _images(x_te[: cfg.n_test]), y_te[: cfg.n_test]
-    times: dict[str, float] = {}
-    curves: dict[str, Any] = {}
+    return _images(x_tr[idx]), y_tr[idx], _images(x_te[: cfg.n_test]), y_te[: cfg.n_test]
 
-    torch.manual_seed(cfg.seed)
-    ae = ConvAutoencoder(cfg.latent_dim)
-    times["autoencoder"], hist = _train(
-        ae,
-        lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[0], reduction="sum") / b[0].shape[0],
-        (x_tr,),
-        cfg.ae_batch,
-        cfg.ae_epochs,
-        cfg.ae_lr,
-        cfg,
-        f"{name}/autoencoder",
-        progress,
-        device,
-        timer,
-        checkpoint_dir,
-    )
-    curves["autoencoder"] = curve_summary(hist)
-    u_tr, u_te = _encode_all(ae, x_tr), _encode_all(ae, x_te)
-    mean, std = u_tr.mean(0), u_tr.std(0) + 1e-6
-    s_tr, s_te = (u_tr - mean) / std, (u_te - mean) / std
-    onehot = F.one_hot(y_tr, cfg.label_dim).float()
-    with torch.no_grad():
-        recon_bce = F.binary_cross_entropy(ae.decode(u_te), x_te).item()
 
-    torch.manual_seed(cfg.seed)
-    flow = build_xiao_flow(cfg)
-    dim = cfg.latent_dim + cfg.label_dim
-    times["xiao_flow"], hist = _train(
-        flow,
-        lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(),
-        (s_tr, onehot),
-        cfg.flow_batch,
-        cfg.flow_epochs,
-        cfg.flow_lr,
-        cfg,
-        f"{name}/xiao flow",
-        progress,
-        device,
-        timer,
-        checkpoint_dir,
+def build_cnf(cfg: MNISTConfig) -> VectorFlow:
+    """The conditional flow ``p(u | label)`` classified by Bayes' rule."""
+    return VectorFlow(
+        cfg.latent_dim,
+        context_dim=cfg.label_dim,
+        blocks=cfg.flow_blocks,
+        hidden=cfg.flow_hidden,
+        layers=cfg.flow_layers,
     )
-    curves["xiao_flow"] = curve_summary(hist)
-    torch.manual_seed(cfg.seed)
-    cnf = VectorFlow(cfg.latent_dim, cond_dim=cfg.label_dim, blocks=cfg.flow_blocks, hidden=cfg.flow_hidden, layers=cfg.flow_layers)
-    times["cnf"], hist = _train(
-        cnf,
-        lambda m, b: -m(b[0], b[1]).mean(),
-        (s_tr, onehot),
-        cfg.flow_batch,
-        cfg.flow_epochs,
-        cfg.flow_lr,
-        cfg,
-        f"{name}/cnf",
-        progress,
-        device,
-        timer,
-        checkpoint_dir,
-    )
-    curves["cnf"] = curve_summary(hist)
-    if train_only:  # training only (the command line under torchrun)
-        return {"name": name, "ae": ae, "flow": flow, "cnf": cnf, "metrics": {"train_time_s": times}}
-    flow.eval()
-    cnf.eval()
-    with phase(timer, "evaluation"):
-        from ..probabilistic import classification_calibration
 
-        p_fwd = forward_probs(flow, s_te, cfg, torch.Generator().manual_seed(cfg.seed + 1))
-        p_bayes = bayes_probs(cnf, s_te, cfg)
-        acc_fwd = (p_fwd.argmax(1) == y_te).float().mean().item()
-        acc_bayes = (p_bayes.argmax(1) == y_te).float().mean().item()
-        calibration = {"forward_pass": classification_calibration(p_fwd, y_te), "cnf_bayes": classification_calibration(p_bayes, y_te)}
-    metrics = {
-        "accuracy_forward_pass": acc_fwd,
-        "accuracy_cnf_bayes": acc_bayes,
-        "test_reconstruction_bce": recon_bce,
-        "calibration": calibration,
-        "train_time_s": times,
-        "learning_curves": curves,
-        "n_train": int(x_tr.shape[0]),
-        "n_test": int(x_te.shape[0]),
+
+def _flow_loss(key: str, cfg: MNISTConfig):
+    if key == "xiao_flow":  # the flow maps [u, 0 + noise] to [z, label + noise]
+        dim = cfg.latent_dim + cfg.label_dim
+        return lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean()
+    return lambda m, b: -m(b[0], b[1]).mean()
+
+
+def evaluate(flow: VectorFlow, cnf: VectorFlow, s_te: Tensor, y_te: Tensor, cfg: MNISTConfig) -> dict[str, Any]:
+    """Test accuracy and calibration of the forward-pass classifier (Xiao et al.) and the CNF by Bayes' rule."""
+    from ..probabilistic import classification_calibration
+
+    p_fwd = forward_probs(flow, s_te, cfg, torch.Generator().manual_seed(cfg.seed + 1))
+    p_bayes = bayes_probs(cnf, s_te, cfg)
+    return {
+        "accuracy_forward_pass": (p_fwd.argmax(1) == y_te).float().mean().item(),
+        "accuracy_cnf_bayes": (p_bayes.argmax(1) == y_te).float().mean().item(),
+        "calibration": {
+            "forward_pass": classification_calibration(p_fwd, y_te),
+            "cnf_bayes": classification_calibration(p_bayes, y_te),
+        },
     }
-    return {"name": name, "ae": ae, "flow": flow, "cnf": cnf, "latent_mean": mean, "latent_std": std, "metrics": metrics}
+
+
+DATASETS = ("MNIST", "FashionMNIST")
+
+
+def run(
+    cfg: MNISTConfig,
+    progress: bool = True,
+    device: str | None = None,
+    checkpoint_dir=None,
+    timer: PhaseTimer | None = None,
+    train_only: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """:func:`run_dataset` on MNIST and Fashion-MNIST."""
+    kw = {
+        "progress": progress,
+        "device": device,
+        "timer": timer,
+        "checkpoint_dir": checkpoint_dir,
+        "train_only": train_only,
+    }
+    return {name: run_dataset(name, cfg, **kw) for name in DATASETS}
+
+
+def paper_table(results: dict[str, dict[str, Any]], profile: str):
+    """Xiao et al.'s Table 1: test accuracy, "paper" next to "ours"."""
+    import pandas as pd
+
+    from ..repro.paper import paper_numbers
+
+    paper = paper_numbers("xiao_table1_accuracy")
+    rows = {
+        name: {
+            "paper (forward pass)": paper[name],
+            f"ours ({profile}), forward pass": r["metrics"]["accuracy_forward_pass"],
+            f"ours ({profile}), CNF + Bayes' rule": r["metrics"]["accuracy_cnf_bayes"],
+            "test images": r["metrics"]["n_test"],
+        }
+        for name, r in results.items()
+    }
+    return pd.DataFrame(rows).T
+
+
+def calibration_table(results: dict[str, dict[str, Any]]):
+    """Beyond the paper: accuracy, ECE and NLL of both classifiers on both datasets."""
+    import pandas as pd
+
+    rows = {
+        (name, kind): {"accuracy": c["accuracy"], "ECE": c["ece"], "NLL [nats]": c["nll"]}
+        for name, r in results.items()
+        for kind, c in r["metrics"]["calibration"].items()
+    }
+    return pd.DataFrame(rows).T
+
+
+def results_payload(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What ``mnist.json`` holds besides the configuration: the paper's numbers and every dataset's metrics."""
+    from ..repro.paper import paper_numbers
+
+    return {
+        "paper": paper_numbers("xiao_table1_accuracy"),
+        "datasets": {name: r["metrics"] for name, r in results.items()},
+    }
 
 
 @torch.no_grad()
@@ -314,7 +432,9 @@ def _decode_latents(result: dict[str, Any], s: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def sample_grid(result: dict[str, Any], cfg: MNISTConfig, per_label: int = 20, model: str = "flow", seed: int = 0) -> Tensor:
+def sample_grid(
+    result: dict[str, Any], cfg: MNISTConfig, per_label: int = 20, model: str = "flow", seed: int = 0
+) -> Tensor:
     """Fig 5.3: ``[labels, per_label, 28, 28]`` class-conditional samples at ``cfg.temperature``."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(cfg.label_dim).repeat_interleave(per_label)
@@ -352,13 +472,5 @@ def plot_grid(grid: Tensor, title: str = "", row_labels: list[str] | None = None
     return fig
 
 
-def _train_cli(profile: str, checkpoint_dir: str, device, progress: bool) -> None:
-    cfg = config(profile)
-    for name in ("MNIST", "FashionMNIST"):
-        run_dataset(name, cfg, progress=progress, device=device, checkpoint_dir=checkpoint_dir, train_only=True)
-
-
 if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main("mnist", _train_cli))
+    raise SystemExit(command_line("mnist", config, run))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, TypedDict
 
 import numpy as np
@@ -30,12 +29,14 @@ from torch import Tensor, nn
 
 from ..data.imresize import imresize
 from ..data.sr import SR_TEST_SETS, chroma_detail_ratio, downscale_images, hr_lr_pair, load_sr_images, patch_pairs
+from ..flows import check_temperature
 from ..metrics import sr_psnr_ssim
-from ..profiles import Config, ProfileError, select
-from ..results import curve_summary, phase
-from ..superres import FactorizedLogisticSR, SRFlow
+from ..models.superres import FactorizedLogisticSR, SRFlow
+from ..repro.profiles import Config, ConfigError, select
+from ..repro.results import curve_summary, phase
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
+from .common import checkpoint_path, command_line
 
 __all__ = [
     "CONFIGS",
@@ -70,16 +71,21 @@ class SRConfig(Config):
     growth_baseline: int
     context: int
     crops_per_image: int  # random 128x128 crops per test image for the Table 2 bpd
-    train_downscale: tuple[float, ...]  # per size: BSDS500 images are shrunk by this factor (>= 1) before patches are cut
+    train_downscale: tuple[
+        float, ...
+    ]  # per size: BSDS500 images are shrunk by this factor (>= 1) before patches are cut
     coupling_scale: str = "soft_exp"  # the CNF's coupling scale s(.): "soft_exp" (bounded inverse) or Glow's "sigmoid"
     temperatures: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0)
     eval_batch: int = 8  # images (or crops) per forward call in evaluation; results do not depend on it
     n_posterior: int = 8  # CNF samples per LR image for the posterior mean, LR-consistency and diversity
-    # training data: "bsds500" (the stand-in, shrunk by train_downscale), "imagenet_png" (van den Oord et al.'s PNG release,
-    # the paper's) or "imagenet_npz" (Chrabaszcz et al.'s npz release); bpd across the two ImageNet releases are not comparable
+    # training data: "bsds500" (the stand-in, shrunk by train_downscale), "imagenet_png" (van den Oord et al.'s PNG
+    # release,
+    # the paper's) or "imagenet_npz" (Chrabaszcz et al.'s npz release); bpd across the two ImageNet releases are not
+    # comparable
     train_data: str = "bsds500"
     # the fast path (TrainConfig): channels-last measured on the 2-core CPU: RRDB features 1.65x, CNF sampling 1.33x,
-    # CNF train step 1.07x faster (baseline train step 1.02x slower); compile and bf16 autocast not yet measured on a GPU
+    # CNF train step 1.07x faster (baseline train step 1.02x slower); compile and bf16 autocast not yet measured on a
+    # GPU
     channels_last: bool = True
     compile: bool = False
     autocast: str = "none"
@@ -171,9 +177,11 @@ CONFIGS = {
 def config(profile: str | None, dry_run: bool = False) -> SRConfig:
     cfg = select(CONFIGS, profile, dry_run)
     if cfg.train_data not in ("bsds500", "imagenet_png", "imagenet_npz"):
-        raise ProfileError(f"SRConfig.train_data must be bsds500, imagenet_png or imagenet_npz, got {cfg.train_data!r}")
+        raise ConfigError(f"SRConfig.train_data must be bsds500, imagenet_png or imagenet_npz, got {cfg.train_data!r}")
     if len(cfg.train_downscale) != len(cfg.sizes) or min(cfg.train_downscale) < 1:
-        raise ProfileError(f"SRConfig.train_downscale needs one factor >= 1 per size {cfg.sizes}, got {cfg.train_downscale}")
+        raise ConfigError(
+            f"SRConfig.train_downscale needs one factor >= 1 per size {cfg.sizes}, got {cfg.train_downscale}"
+        )
     return cfg
 
 
@@ -186,7 +194,16 @@ class SRModels(TypedDict):
 
 def build_models(cfg: SRConfig) -> SRModels:
     return {
-        "cnf": SRFlow(cfg.levels, cfg.flow_steps, cfg.hidden, cfg.rrdb_blocks, cfg.growth_cnf, cfg.nf, cfg.context, cfg.coupling_scale),
+        "cnf": SRFlow(
+            cfg.levels,
+            cfg.flow_steps,
+            cfg.hidden,
+            cfg.rrdb_blocks,
+            cfg.growth_cnf,
+            cfg.nf,
+            cfg.context,
+            cfg.coupling_scale,
+        ),
         "baseline": FactorizedLogisticSR(cfg.rrdb_blocks, cfg.growth_baseline, cfg.nf, cfg.context, hidden=cfg.context),
     }
 
@@ -226,7 +243,7 @@ def _groups(lrs: list[Tensor], multiple: int, batch: int) -> list[list[int]]:
 
 
 def predict_images(
-    model: Any,  # an SRFlow (sampled at each tau) or a FactorizedLogisticSR (its mode, tau None): anything with those methods
+    model: Any,  # an SRFlow (sampled at each tau) or a FactorizedLogisticSR (its mode, tau None)
     lrs: list[Tensor],
     out_hws: list[tuple[int, int]],
     multiple: int,
@@ -253,14 +270,28 @@ def predict_images(
                 if tau is None:
                     pred = model.mode(x)
                 else:
-                    pred = model.sample(None, temperature=tau, generator=row_generators(seed, [(tau, i) for i in idx], stream), features=feats)
+                    pred = model.sample(
+                        None,
+                        temperature=tau,
+                        generator=row_generators(seed, [(tau, i) for i in idx], stream),
+                        features=feats,
+                    )
                 for k, i in enumerate(idx):
                     out[tau][i] = pred[k, :, : out_hws[i][0], : out_hws[i][1]].cpu()
     return out
 
 
-def predict_full(model: Any, lr: Tensor, out_hw: tuple[int, int], multiple: int, tau: float | None, seed: int = 0, stream: str = "predict") -> Tensor:
-    """One image's HR prediction (CNF sample at ``tau`` or baseline mode), cropped to ``out_hw``; see :func:`predict_images`."""
+def predict_full(
+    model: Any,
+    lr: Tensor,
+    out_hw: tuple[int, int],
+    multiple: int,
+    tau: float | None,
+    seed: int = 0,
+    stream: str = "predict",
+) -> Tensor:
+    """One image's HR prediction (CNF sample at ``tau`` or baseline mode), cropped to ``out_hw``; see
+    :func:`predict_images`."""
     return predict_images(model, [lr], [out_hw], multiple, (tau,), seed, stream, batch=1)[tau][0]
 
 
@@ -324,7 +355,9 @@ def evaluate_test_set(
     lrs, hws = [lr for _, lr in pairs], [(hr.shape[1], hr.shape[2]) for hr, _ in pairs]
     preds = {
         "LL Baseline": predict_images(models["baseline"], lrs, hws, multiple, (None,), batch=cfg.eval_batch)[None],
-        "CNF": predict_images(models["cnf"], lrs, hws, multiple, (cfg.tau,), cfg.seed, f"{name}/table2", cfg.eval_batch)[cfg.tau],
+        "CNF": predict_images(
+            models["cnf"], lrs, hws, multiple, (cfg.tau,), cfg.seed, f"{name}/table2", cfg.eval_batch
+        )[cfg.tau],
     }
     for i, (hr, lr) in enumerate(pairs):
         scores["Bicubic"].add(imresize(lr, output_size=tuple(hr.shape[1:])).float(), hr)
@@ -343,14 +376,18 @@ def evaluate_test_set(
     return out
 
 
-def temperature_sweep(models: SRModels, cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
+def temperature_sweep(
+    models: SRModels, cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None
+) -> dict[str, Any]:
     """PSNR / SSIM of one CNF sample per image at every temperature of ``cfg.temperatures`` (and the
     baseline's mode for reference): lower temperatures trade texture for fidelity.  The sweep of
     :func:`probabilistic_evaluation` with one sample per image (which returns it as ``temperature_sweep``)."""
     return probabilistic_evaluation(models, cfg.replace(n_posterior=1), name, images)["temperature_sweep"]
 
 
-def probabilistic_evaluation(models: SRModels, cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None) -> dict[str, Any]:
+def probabilistic_evaluation(
+    models: SRModels, cfg: SRConfig, name: str = "Set5", images: list[Tensor] | None = None
+) -> dict[str, Any]:
     """Beyond Table 2 (NTIRE 2021 "Learning the SR space" style), on one test set:
 
     * ``lr_psnr``: PSNR between ``imresize(prediction, 0.5)`` and the LR input (LR-consistency; NTIRE's
@@ -379,9 +416,14 @@ def probabilistic_evaluation(models: SRModels, cfg: SRConfig, name: str = "Set5"
     mean_scores, single = _Scores(), {t: _Scores() for t in taus}  # single: the first sample of each image
     base_lr = []
     pairs = [hr_lr_pair(im) for im in images]
-    modes = predict_images(base, [lr for _, lr in pairs], [(hr.shape[1], hr.shape[2]) for hr, _ in pairs], multiple, (None,), batch=cfg.eval_batch)[
-        None
-    ]
+    modes = predict_images(
+        base,
+        [lr for _, lr in pairs],
+        [(hr.shape[1], hr.shape[2]) for hr, _ in pairs],
+        multiple,
+        (None,),
+        batch=cfg.eval_batch,
+    )[None]
     with torch.no_grad():
         for i, (hr, lr) in enumerate(pairs):
             hw = tuple(hr.shape[1:])
@@ -390,10 +432,18 @@ def probabilistic_evaluation(models: SRModels, cfg: SRConfig, name: str = "Set5"
             base_lr.append(float(lr_psnr(modes[i][None].double(), lr[None].double())[0]))
             for tau in taus:
                 gens = row_generators(cfg.seed, [(tau, i, j) for j in range(n)], f"{name}/posterior")
-                smp = cnf.sample(None, temperature=tau, generator=gens, features=feats, num_samples=n)[:, :, : hw[0], : hw[1]].cpu()
+                smp = cnf.sample(None, temperature=tau, generator=gens, features=feats, num_samples=n)[
+                    :, :, : hw[0], : hw[1]
+                ].cpu()
                 finite = torch.isfinite(smp).flatten(1).all(1)
                 if finite.any():
-                    lr_scores[tau].append(float(lr_psnr(smp[finite].double(), lr[None].expand(int(finite.sum()), -1, -1, -1).double()).mean()))
+                    lr_scores[tau].append(
+                        float(
+                            lr_psnr(
+                                smp[finite].double(), lr[None].expand(int(finite.sum()), -1, -1, -1).double()
+                            ).mean()
+                        )
+                    )
                 if int(finite.sum()) >= 2:
                     div[tau].append(pixel_diversity(smp[finite]))
                 single[tau].add(smp[0], hr)
@@ -418,7 +468,10 @@ def probabilistic_evaluation(models: SRModels, cfg: SRConfig, name: str = "Set5"
             **{f"CNF one sample, tau={t}": single[t].summary() for t in sorted({1.0, cfg.tau})},
             "LL Baseline (mode)": base_scores.summary(),
         },
-        "temperature_sweep": {**{key(t): single[t].summary() for t in cfg.temperatures}, "LL Baseline (mode)": base_scores.summary()},
+        "temperature_sweep": {
+            **{key(t): single[t].summary() for t in cfg.temperatures},
+            "LL Baseline (mode)": base_scores.summary(),
+        },
         "_set": name,
         "_n_images": len(images),
         "_n_samples": n,
@@ -427,7 +480,8 @@ def probabilistic_evaluation(models: SRModels, cfg: SRConfig, name: str = "Set5"
 
 class ImageNetPairs:
     """``batches(step) -> (hr, lr)`` from a packed ImageNet split: HR images as they are, LR their MATLAB-bicubic
-    halves, computed per batch (only the batch's rows are read); a pure function of the step, like :class:`EpochSampler`."""
+    halves, computed per batch (only the batch's rows are read); a pure function of the step, like
+    :class:`EpochSampler`."""
 
     def __init__(self, array, batch: int, seed: int = 0) -> None:
         self.array, self.batch, self.seed = array, batch, seed
@@ -463,7 +517,10 @@ def run(
         from ..data.imagenet import load_imagenet
 
         arrays = {
-            size: (load_imagenet(size, "train", release, progress=progress), load_imagenet(size, "valid", release, progress=progress))
+            size: (
+                load_imagenet(size, "train", release, progress=progress),
+                load_imagenet(size, "valid", release, progress=progress),
+            )
             for size in cfg.sizes
         }
         test_sets = {name: None for name in SR_TEST_SETS} if data is None else data["test_sets"]
@@ -506,7 +563,7 @@ def run(
         out["table1"][key] = {}
         for name, model in (("cnf", models["cnf"]), ("baseline", models["baseline"])):
             loss = lambda m, b: -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)
-            ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"superres-{cfg.digest()}" / f"{name}_{size}"
+            ckpt = checkpoint_path(checkpoint_dir, "superres", cfg, f"{name}_{size}")
             history, wall = train_steps(
                 model,
                 loss,
@@ -531,7 +588,9 @@ def run(
             out["parameters"][name] = sum(p.numel() for p in model.parameters())
             if not train_only:
                 with phase(timer, "evaluation"):
-                    out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}")
+                    out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(
+                        model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}"
+                    )
         out["models"][size] = models
     if train_only:  # training only (the command line under torchrun): the notebook evaluates from the checkpoints
         return out
@@ -540,6 +599,71 @@ def run(
         with phase(timer, "evaluation"):
             out["table2"][name] = evaluate_test_set(name, best, cfg, imgs)
     return out
+
+
+def table1(result: dict[str, Any], profile: str):
+    """Table 1: bits/dim on held-out patches, "paper" (ImageNet32/64) next to "ours" (the stand-in data)."""
+    import pandas as pd
+
+    from ..repro.paper import paper_numbers
+
+    p1 = paper_numbers("winkler_table1_bpd")
+    rows = []
+    for key, got in result["table1"].items():
+        paper = p1["ImageNet32" if "32x32" in key else "ImageNet64"]
+        rows.append(
+            {
+                "data": key,
+                "paper CNF": paper["CNF"],
+                f"ours ({profile}) CNF": got["CNF"],
+                "paper factorized": paper["Factorized LL"],
+                f"ours ({profile}) factorized": got["Factorized LL"],
+            }
+        )
+    return pd.DataFrame(rows).set_index("data")
+
+
+def table2(result: dict[str, Any], profile: str):
+    """Table 2: bits/dim, PSNR and SSIM on Set5, Set14 and BSD100, "paper" next to "ours" per column."""
+    import pandas as pd
+
+    from ..repro.paper import paper_numbers
+
+    p2 = paper_numbers("winkler_table2_sr")
+    rows = []
+    for model in ("Bicubic", "SRCNN", "PSyCO", "ENet", "LL Baseline", "CNF"):
+        row: dict[Any, Any] = {"model": model + (" (cited)" if model in ("SRCNN", "PSyCO", "ENet") else "")}
+        for ds in ("Set5", "Set14", "BSD100"):
+            ours = result["table2"][ds].get(model, {})
+            for m in ("bpd", "psnr", "ssim"):
+                row[(ds, m, "paper")] = p2[ds][model].get(m)
+                row[(ds, m, f"ours ({profile})")] = ours.get(m)
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("model")
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+def results_payload(result: dict[str, Any], prob: dict[str, Any], cfg: SRConfig) -> dict[str, Any]:
+    """What ``super_resolution.json`` holds besides the configuration: Tables 1 and 2, sizes and training
+    times, learning curves, and the probabilistic evaluation (:func:`probabilistic_evaluation`)."""
+    note = (
+        f"Table 1 on BSDS500 patches (images shrunk by {cfg.train_downscale} for sizes {cfg.sizes}) "
+        "as a stand-in for ImageNet32/64"
+    )
+    return {
+        "table1": result["table1"],
+        "table2": result["table2"],
+        "parameters": result["parameters"],
+        "train_time_s": result["train_time_s"],
+        "learning_curves": result["learning_curves"],
+        "temperature_sweep_Set5": prob["temperature_sweep"],
+        "lr_psnr": prob["lr_psnr"],
+        "diversity": prob["diversity"],
+        "posterior_mean": prob["posterior_mean"],
+        "probabilistic_set": prob["_set"],
+        "note": note,
+    }
 
 
 def probabilistic_table(prob: dict[str, Any]):
@@ -554,7 +678,10 @@ def probabilistic_table(prob: dict[str, Any]):
         }
     )
     b = pd.DataFrame(
-        {k: {"PSNR": v["psnr"], "SSIM": v["ssim"], "non-finite": v["non_finite_predictions"]} for k, v in prob["posterior_mean"].items()}
+        {
+            k: {"PSNR": v["psnr"], "SSIM": v["ssim"], "non-finite": v["non_finite_predictions"]}
+            for k, v in prob["posterior_mean"].items()
+        }
     ).T
     return a, b
 
@@ -614,7 +741,9 @@ def plot_fig3(models: SRModels, hr: Tensor, lr: Tensor, cfg: SRConfig, box: tupl
     taus = (0.0, 0.5, 1.0)
     preds = predict_images(models["cnf"], [lr], [(hr.shape[1], hr.shape[2])], multiple, taus, cfg.seed, "fig3")
     panels = [(f"CNF tau={t}", preds[t][0]) for t in taus]
-    panels.append(("factorized baseline (mode)", predict_full(models["baseline"], lr, (hr.shape[1], hr.shape[2]), multiple, None)))
+    panels.append(
+        ("factorized baseline (mode)", predict_full(models["baseline"], lr, (hr.shape[1], hr.shape[2]), multiple, None))
+    )
     panels.append(("ground truth", hr.float()))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.6))
     for ax, (title, img) in zip(axes, panels):
@@ -623,18 +752,27 @@ def plot_fig3(models: SRModels, hr: Tensor, lr: Tensor, cfg: SRConfig, box: tupl
     return fig
 
 
-def temperature_view(models: SRModels, hr: Tensor, lr: Tensor, cfg: SRConfig, tau: float, n: int = 4, box: tuple[int, int, int] | None = None):
+def temperature_view(
+    models: SRModels,
+    hr: Tensor,
+    lr: Tensor,
+    cfg: SRConfig,
+    tau: float,
+    n: int = 4,
+    box: tuple[int, int, int] | None = None,
+):
     """The temperature slider's figure: ``n`` CNF samples of one image at temperature ``tau``, their
     mean (the posterior mean estimate at that temperature), the baseline's mode and the ground truth,
     with each panel's PSNR.  ``box = (y, x, side)`` crops every panel alike."""
     import matplotlib.pyplot as plt
 
-    if not math.isfinite(tau) or tau < 0:
-        raise ValueError(f"temperature must be finite and >= 0, got {tau}")
+    tau = check_temperature(tau)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     multiple, hw = 2**cfg.levels, (hr.shape[1], hr.shape[2])
-    samples = predict_images(models["cnf"], [lr] * n, [hw] * n, multiple, (tau,), cfg.seed, "temperature-view", cfg.eval_batch)[tau]
+    samples = predict_images(
+        models["cnf"], [lr] * n, [hw] * n, multiple, (tau,), cfg.seed, "temperature-view", cfg.eval_batch
+    )[tau]
     mean = torch.stack(samples).mean(0)
     base = predict_full(models["baseline"], lr, hw, multiple, None)
     panels = [
@@ -654,11 +792,5 @@ def temperature_view(models: SRModels, hr: Tensor, lr: Tensor, cfg: SRConfig, ta
     return fig
 
 
-def _train_cli(profile: str, checkpoint_dir: str, device, progress: bool) -> None:
-    run(config(profile), progress=progress, device=device, checkpoint_dir=checkpoint_dir, train_only=True)
-
-
 if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main("superres", _train_cli))
+    raise SystemExit(command_line("superres", config, run))

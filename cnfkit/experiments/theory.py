@@ -20,9 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..flows import VectorFlow
-from ..profiles import Config, select
-from ..results import phase
-from ..toy import (
+from ..models.toy import (
     EIGHT_MODE_CENTERS,
     EIGHT_MODE_STD,
     GaussianRegressor,
@@ -36,6 +34,8 @@ from ..toy import (
     rotating_modes_log_prob,
     xiao_flow,
 )
+from ..repro.profiles import Config, select
+from ..repro.results import phase
 from ..train import EpochSampler, train_steps
 
 __all__ = ["CONFIGS", "INN_SETTINGS", "TheoryConfig", "config", "run_gmm", "run_rotating"]
@@ -134,10 +134,21 @@ def config(profile: str | None, dry_run: bool = False) -> TheoryConfig:
     return select(CONFIGS, profile, dry_run)
 
 
-def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc: str, progress: bool, device, timer=None) -> tuple[float, list]:
+def _fit(
+    model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc: str, progress: bool, device, timer=None
+) -> tuple[float, list]:
     """Train on ``device``; the model comes back on the CPU, where the (small) evaluation runs."""
     history, wall = train_steps(
-        model, loss_fn, batches, steps=steps, lr=cfg.lr, seed=cfg.seed, desc=desc, progress=progress, device=device, timer=timer
+        model,
+        loss_fn,
+        batches,
+        steps=steps,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        desc=desc,
+        progress=progress,
+        device=device,
+        timer=timer,
     )
     model.cpu()
     return wall, history
@@ -147,23 +158,37 @@ def _fit(model: nn.Module, loss_fn, batches, steps: int, cfg: TheoryConfig, desc
 
 
 def run_rotating(cfg: TheoryConfig, progress: bool = True, device: str | None = None, timer=None) -> dict[str, Any]:
-    """Train a CNF and a factorized Gaussian on :func:`~cnfkit.toy.rotating_modes`."""
+    """Train a CNF and a factorized Gaussian on :func:`~cnfkit.models.toy.rotating_modes`."""
     g = torch.Generator().manual_seed(cfg.seed)
     x_tr, y_tr = rotating_modes(cfg.rot_train, g)
     x_te, y_te = rotating_modes(cfg.rot_test, g)
     torch.manual_seed(cfg.seed)
     models: dict[str, VectorFlow | GaussianRegressor] = {
-        "cnf": VectorFlow(2, cond_dim=1, blocks=cfg.rot_blocks, hidden=cfg.rot_hidden, layers=3),
+        "cnf": VectorFlow(2, context_dim=1, blocks=cfg.rot_blocks, hidden=cfg.rot_hidden, layers=3),
         "gaussian": GaussianRegressor(2, 1, hidden=cfg.rot_hidden, layers=3),
     }
     out: dict[str, Any] = {"models": models, "metrics": {}}
     batches = EpochSampler((x_tr, y_tr), cfg.rot_batch, seed=cfg.seed)
     for name, model in models.items():
-        wall, _ = _fit(model, lambda m, b: -m(b[1], b[0]).mean(), batches, cfg.rot_steps, cfg, f"rotating/{name}", progress, device, timer)
+        wall, _ = _fit(
+            model,
+            lambda m, b: -m(b[1], b[0]).mean(),
+            batches,
+            cfg.rot_steps,
+            cfg,
+            f"rotating/{name}",
+            progress,
+            device,
+            timer,
+        )
         model.eval()
         with torch.no_grad(), phase(timer, "evaluation"):
             nll = -model.log_prob(y_te, x_te).mean().item()
-        out["metrics"][name] = {"test_nll": nll, "train_time_s": wall, "parameters": sum(p.numel() for p in model.parameters())}
+        out["metrics"][name] = {
+            "test_nll": nll,
+            "train_time_s": wall,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
     out["metrics"]["true"] = {"test_nll": -rotating_modes_log_prob(y_te, x_te).mean().item()}
     return out
 
@@ -181,7 +206,9 @@ def _onehot(labels: Tensor, k: int) -> Tensor:
     return F.one_hot(labels, k).float()
 
 
-def posterior_samples(name: str, model: VectorFlow, label: int, n: int, cfg: TheoryConfig, generator: torch.Generator) -> Tensor:
+def posterior_samples(
+    name: str, model: VectorFlow, label: int, n: int, cfg: TheoryConfig, generator: torch.Generator
+) -> Tensor:
     """``n`` samples of ``x`` from a trained model's posterior for one label."""
     onehot = _onehot(torch.full((n,), label), cfg.label_dim)
     with torch.no_grad():
@@ -198,7 +225,10 @@ def predict_labels(name: str, model: VectorFlow, x: Tensor, cfg: TheoryConfig, g
     """Forward pass (Xiao, INN): argmax of the label part; CNF: Bayes' rule, argmax_c log p(x | c)."""
     with torch.no_grad():
         if name == "cnf":
-            scores = torch.stack([model.log_prob(x, _onehot(torch.full((x.shape[0],), c), cfg.label_dim)) for c in range(cfg.label_dim)], dim=1)
+            scores = torch.stack(
+                [model.log_prob(x, _onehot(torch.full((x.shape[0],), c), cfg.label_dim)) for c in range(cfg.label_dim)],
+                dim=1,
+            )
             return scores.argmax(dim=1)
         dim = cfg.z_dim + cfg.label_dim
         out, _ = model.encode(pad(x, dim, cfg.pad_noise, generator))
@@ -216,7 +246,11 @@ def posterior_metrics(name: str, model: VectorFlow, cfg: TheoryConfig, generator
         mmds.append(mmd_multiscale(s, true).item())
         logp.append(eight_modes_log_prob(s, torch.full((s.shape[0],), c)).clamp_min(-1e4).mean().item())
         finite = torch.isfinite(s).all(1)
-        tv.append(mode_mass_error(s[finite], EIGHT_MODE_CENTERS, F.one_hot(torch.tensor(c), 8).double())["total_variation"] if finite.any() else 1.0)
+        tv.append(
+            mode_mass_error(s[finite], EIGHT_MODE_CENTERS, F.one_hot(torch.tensor(c), 8).double())["total_variation"]
+            if finite.any()
+            else 1.0
+        )
     # per-mode mass error: the posterior of label c is all on mode c; total variation 0.5 * sum_k |mass_k - truth_k|
     return {
         "posterior_mmd": sum(mmds) / len(mmds),
@@ -238,15 +272,21 @@ def reference_metrics(cfg: TheoryConfig, generator: torch.Generator) -> dict[str
         mmds.append(mmd_multiscale(a, b).item())
         logp.append(eight_modes_log_prob(a, torch.full((a.shape[0],), c)).mean().item())
         tv.append(mode_mass_error(a, EIGHT_MODE_CENTERS, F.one_hot(torch.tensor(c), 8).double())["total_variation"])
-    return {"posterior_mmd": sum(mmds) / len(mmds), "posterior_true_logp": sum(logp) / len(logp), "mode_mass_error": sum(tv) / len(tv)}
+    return {
+        "posterior_mmd": sum(mmds) / len(mmds),
+        "posterior_true_logp": sum(logp) / len(logp),
+        "mode_mass_error": sum(tv) / len(tv),
+    }
 
 
 def build_gmm_model(name: str, cfg: TheoryConfig) -> VectorFlow:
     blocks, hidden, layers = cfg.gmm_blocks, cfg.gmm_hidden, cfg.gmm_layers
     if name == "xiao":
-        return xiao_flow(2, cfg.label_dim, cfg.z_dim, label_noise=cfg.label_noise, blocks=blocks, hidden=hidden, layers=layers)
+        return xiao_flow(
+            2, cfg.label_dim, cfg.z_dim, label_noise=cfg.label_noise, blocks=blocks, hidden=hidden, layers=layers
+        )
     if name == "cnf":
-        return VectorFlow(2, cond_dim=cfg.label_dim, blocks=blocks, hidden=hidden, layers=layers)
+        return VectorFlow(2, context_dim=cfg.label_dim, blocks=blocks, hidden=hidden, layers=layers)
     if name in INN_SETTINGS:
         return VectorFlow(cfg.z_dim + cfg.label_dim, blocks=blocks, hidden=hidden, layers=layers)
     raise ValueError(f"unknown method {name!r}; choose from xiao, cnf, {', '.join(INN_SETTINGS)}")
@@ -267,7 +307,11 @@ def gmm_loss(name: str, cfg: TheoryConfig):
 
 
 def run_gmm(
-    cfg: TheoryConfig, methods: tuple[str, ...] = GMM_METHODS, progress: bool = True, device: str | None = None, timer=None
+    cfg: TheoryConfig,
+    methods: tuple[str, ...] = GMM_METHODS,
+    progress: bool = True,
+    device: str | None = None,
+    timer=None,
 ) -> dict[str, Any]:
     """Train every method on the 8-mode problem and measure it."""
     g = torch.Generator().manual_seed(cfg.seed)
@@ -283,12 +327,18 @@ def run_gmm(
     for name in methods:
         torch.manual_seed(cfg.seed)
         model = build_gmm_model(name, cfg)
-        wall, history = _fit(model, gmm_loss(name, cfg), batches, cfg.gmm_steps, cfg, f"gmm/{name}", progress, device, timer)
+        wall, history = _fit(
+            model, gmm_loss(name, cfg), batches, cfg.gmm_steps, cfg, f"gmm/{name}", progress, device, timer
+        )
         model.eval()
         eval_g = torch.Generator().manual_seed(cfg.seed + 1)
         with phase(timer, "evaluation"):
             acc = (predict_labels(name, model, x_te, cfg, eval_g) == l_te).float().mean().item()
-            m = {"accuracy": acc, "accuracy_kind": "Bayes rule" if name == "cnf" else "forward pass", "train_time_s": wall}
+            m = {
+                "accuracy": acc,
+                "accuracy_kind": "Bayes rule" if name == "cnf" else "forward pass",
+                "train_time_s": wall,
+            }
             m.update(posterior_metrics(name, model, cfg, eval_g))
             if name == "cnf":
                 with torch.no_grad():
@@ -309,6 +359,18 @@ LABELS = {
     "cnf": "CNF p(x | label) (Winkler et al.)",
     "true_posterior": "exact posterior samples (floor)",
 }
+
+
+def results_payload(rotating: dict[str, Any], gmm: dict[str, Any]) -> dict[str, Any]:
+    """What ``theory.json`` holds besides the configuration: both problems' metrics, each 8-mode model's
+    final training loss and learning-curve summary (:func:`cnfkit.repro.results.curve_summary`)."""
+    from ..repro.results import curve_summary
+
+    metrics = {"rotating": rotating["metrics"], "gmm": gmm["metrics"]}
+    for name, h in gmm["histories"].items():
+        metrics["gmm"][name]["final_train_loss"] = h[-1].get("loss")
+        metrics["gmm"][name]["learning_curve"] = curve_summary(h)
+    return metrics
 
 
 def gmm_table(metrics: dict[str, dict]):
@@ -334,14 +396,26 @@ def gmm_table(metrics: dict[str, dict]):
 def rotating_table(metrics: dict[str, dict]):
     import pandas as pd
 
-    names = {"cnf": "CNF (conditional couplings + prior)", "gaussian": "factorized Gaussian N(mu(x), sigma(x)^2)", "true": "true density"}
+    names = {
+        "cnf": "CNF (conditional couplings + prior)",
+        "gaussian": "factorized Gaussian N(mu(x), sigma(x)^2)",
+        "true": "true density",
+    }
     return pd.DataFrame(
-        [{"model": names[k], "held-out NLL [nats]": v["test_nll"], "train time [s]": v.get("train_time_s")} for k, v in metrics.items()]
+        [
+            {"model": names[k], "held-out NLL [nats]": v["test_nll"], "train time [s]": v.get("train_time_s")}
+            for k, v in metrics.items()
+        ]
     ).set_index("model")
 
 
 def plot_rotating(
-    result: dict[str, Any], xs: tuple[float, ...] = (-0.8, 0.0, 0.8), lim: float = 3.0, n: int = 150, n_samples: int = 300, seed: int = 0
+    result: dict[str, Any],
+    xs: tuple[float, ...] = (-0.8, 0.0, 0.8),
+    lim: float = 3.0,
+    n: int = 150,
+    n_samples: int = 300,
+    seed: int = 0,
 ):
     """Densities p(y | x) (colour) and samples (white dots) of the truth, the CNF and the factorized Gaussian."""
     import matplotlib.pyplot as plt
@@ -362,7 +436,9 @@ def plot_rotating(
             if model is None:
                 sign = torch.randint(0, 2, (n_samples, 1), generator=g) * 2 - 1
                 ang = torch.full((n_samples, 1), math.pi * xv / 2)
-                ys = sign * 1.5 * torch.cat([torch.cos(ang), torch.sin(ang)], dim=1) + 0.25 * torch.randn(n_samples, 2, generator=g)
+                ys = sign * 1.5 * torch.cat([torch.cos(ang), torch.sin(ang)], dim=1) + 0.25 * torch.randn(
+                    n_samples, 2, generator=g
+                )
             else:
                 ys = model.sample(xs_, generator=g)
             ax.scatter(ys[:, 0], ys[:, 1], s=1.5, c="white", alpha=0.6)

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dequantization import UniformDequantizer
-from .flows import ConditionalFlow
-from .likelihoods import discretized_logistic_log_prob, discretized_logistic_mode
+from ..dequantization import UniformDequantizer
+from ..flows import ConditionalFlow
+from ..likelihoods import discretized_logistic_log_prob, discretized_logistic_mode
 
 __all__ = ["RRDB", "FactorizedLogisticSR", "RRDBNet", "ResidualDenseBlock", "SRFlow", "check_sr_pair"]
 
@@ -60,17 +60,21 @@ class RRDB(nn.Module):
 
 
 class RRDBNet(nn.Module):
-    """``x_lr [B, 3, h, w] -> h [B, context, h, w]`` (features at the low resolution)."""
+    """``x_lr [B, 3, h, w] -> features [B, context_channels, h, w]`` (at the low resolution)."""
 
-    def __init__(self, in_channels: int = 3, nf: int = 64, blocks: int = 16, gc: int = 32, context: int = 128) -> None:
+    def __init__(
+        self, in_channels: int = 3, nf: int = 64, blocks: int = 16, gc: int = 32, context_channels: int = 128
+    ) -> None:
         super().__init__()
-        if min(nf, blocks, gc, context) < 1:
-            raise ValueError(f"nf, blocks, gc and context must be positive, got {nf}, {blocks}, {gc}, {context}")
-        self.context = context
+        if min(nf, blocks, gc, context_channels) < 1:
+            raise ValueError(
+                f"nf, blocks, gc and context_channels must be positive, got {nf}, {blocks}, {gc}, {context_channels}"
+            )
+        self.context_channels = context_channels
         self.first = nn.Conv2d(in_channels, nf, 3, padding=1)
         self.trunk = nn.Sequential(*(RRDB(nf, gc) for _ in range(blocks)))
         self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)
-        self.out = nn.Conv2d(nf, context, 3, padding=1)
+        self.out = nn.Conv2d(nf, context_channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         f = self.first(x)
@@ -93,7 +97,8 @@ def _lr_input(x_lr: Tensor) -> Tensor:
 
 
 class SRFlow(nn.Module):
-    """Conditional flow on 2x super-resolution; ``forward(y, x_lr)`` is the per-image ELBO (nats)."""
+    """Conditional flow on 2x super-resolution; ``forward(y, context)`` is the per-image ELBO (nats) of the HR
+    image ``y`` given the LR image ``context``."""
 
     def __init__(
         self,
@@ -103,65 +108,90 @@ class SRFlow(nn.Module):
         rrdb_blocks: int = 16,
         growth: int = 32,
         nf: int = 64,
-        context: int = 128,
+        context_channels: int = 128,
         scale: str = "soft_exp",
     ) -> None:
         super().__init__()
-        self.conditioner = RRDBNet(3, nf, rrdb_blocks, growth, context)
-        self.flow = ConditionalFlow(3, levels, steps, hidden, cond_channels=context, conditioner=self.conditioner, scale=scale)
+        self.conditioner = RRDBNet(3, nf, rrdb_blocks, growth, context_channels)
+        self.flow = ConditionalFlow(
+            3, levels, steps, hidden, context_channels=context_channels, conditioner=self.conditioner, scale=scale
+        )
         self.dequantizer = UniformDequantizer(n_bins=256)
 
-    def forward(self, y: Tensor, x_lr: Tensor, generator=None) -> Tensor:
-        """``log p(v | x) - log q(v | y)`` with ``v = (y + u) / 256`` (a bound on ``log P(y | x)``);
-        ``u`` from ``generator`` (a list: one per row; ``None``: torch's global RNG)."""
-        check_sr_pair(y, x_lr)
+    def forward(self, y: Tensor, context: Tensor, generator=None) -> Tensor:
+        """``log p(v | x) - log q(v | y)`` with ``v = (y + u) / 256`` (a bound on ``log P(y | x)``), ``x = context``
+        (the low-resolution image); ``u`` from ``generator`` (a list: one per row; ``None``: torch's global RNG)."""
+        check_sr_pair(y, context)
         v, log_q = self.dequantizer(y if y.is_floating_point() else y.float(), generator=generator)
-        return self.flow.log_prob(v - 0.5, _lr_input(x_lr)) - log_q
+        return self.flow.log_prob(v - 0.5, _lr_input(context)) - log_q
 
     @torch.no_grad()
-    def conditioning(self, x_lr: Tensor) -> list[Tensor] | None:
-        """The RRDB features of ``x_lr`` (they do not depend on the temperature: reuse them across samples)."""
-        return self.flow.conditioning(_lr_input(x_lr))
+    def conditioning(self, context: Tensor) -> list[Tensor] | None:
+        """The RRDB features of the LR images (they do not depend on the temperature: reuse them across samples)."""
+        return self.flow.conditioning(_lr_input(context))
 
     @torch.no_grad()
-    def sample(self, x_lr: Tensor | None, temperature: float = 0.8, generator=None, *, features=None, num_samples: int | None = None) -> Tensor:
+    def sample(
+        self,
+        context: Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        temperature: float = 0.8,
+        generator=None,
+        features=None,
+    ) -> Tensor:
         """8-bit HR samples (levels 0..255) at the given temperature (the paper uses 0.8): one per row
-        of ``x_lr`` (or ``num_samples`` per row); ``features`` from :meth:`conditioning` replace ``x_lr``."""
-        if features is None and x_lr is None:
-            raise ValueError("give x_lr, or features from conditioning()")
-        x = None if features is not None or x_lr is None else _lr_input(x_lr)
-        v = self.flow.sample(x, temperature=temperature, generator=generator, features=features, num_samples=num_samples) + 0.5
+        of the LR images ``context`` (or ``num_samples`` per row); ``features`` from :meth:`conditioning`
+        replace the context."""
+        if features is None and context is None:
+            raise ValueError("give the context (LR images), or features from conditioning()")
+        x = None if features is not None or context is None else _lr_input(context)
+        v = (
+            self.flow.sample(
+                x, num_samples=num_samples, temperature=temperature, generator=generator, features=features
+            )
+            + 0.5
+        )
         return torch.floor(v * 256).clamp(0, 255)
 
 
 class FactorizedLogisticSR(nn.Module):
     """Per-subpixel discretized logistic ``P(y | x)`` on RRDB features (conditionally independent)."""
 
-    def __init__(self, rrdb_blocks: int = 16, growth: int = 55, nf: int = 64, context: int = 128, hidden: int = 128) -> None:
+    def __init__(
+        self, rrdb_blocks: int = 16, growth: int = 55, nf: int = 64, context_channels: int = 128, hidden: int = 128
+    ) -> None:
         super().__init__()
-        self.conditioner = RRDBNet(3, nf, rrdb_blocks, growth, context)
+        self.conditioner = RRDBNet(3, nf, rrdb_blocks, growth, context_channels)
         # 2x upsampling by depth-to-space: 4 HR positions x 3 channels x (mean, log-scale)
-        self.head = nn.Sequential(nn.Conv2d(context, hidden, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 4 * 6, 3, padding=1))
+        self.head = nn.Sequential(
+            nn.Conv2d(context_channels, hidden, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 4 * 6, 3, padding=1)
+        )
 
-    def params(self, x_lr: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-subpixel means in [-1.05, 1.05] and log-scales of the HR image of ``x_lr`` [B, 3, h, w]."""
+    def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-subpixel means in [-1.05, 1.05] and log-scales of the HR image of the LR images ``context`` [B, 3, h,
+        w]."""
+        x_lr = context
         if x_lr.dim() != 4 or x_lr.shape[1] != 3 or x_lr.shape[0] == 0:
             raise ValueError(f"x_lr must be a non-empty batch of RGB images [B, 3, h, w], got {tuple(x_lr.shape)}")
         if x_lr.is_floating_point() and not torch.isfinite(x_lr).all():
             raise ValueError("x_lr contains NaN or Inf values")
         p = F.pixel_shuffle(self.head(self.conditioner(_lr_input(x_lr))), 2)
-        mean, log_scale = p.to(next(self.head.parameters()).dtype).chunk(2, dim=1)  # full-precision likelihoods even under autocast
+        mean, log_scale = p.to(next(self.head.parameters()).dtype).chunk(
+            2, dim=1
+        )  # full-precision likelihoods even under autocast
         # means may sit slightly beyond the outermost bin centres (+-1); scales are floored for stability
         return torch.tanh(mean) * 1.05, log_scale.clamp(min=-7.0)
 
-    def forward(self, y: Tensor, x_lr: Tensor) -> Tensor:
-        """``log P(y | x)`` in nats per image: the sum of the subpixels' discretized-logistic log-masses."""
-        check_sr_pair(y, x_lr)
-        mean, log_scale = self.params(x_lr)
+    def forward(self, y: Tensor, context: Tensor) -> Tensor:
+        """``log P(y | x)`` in nats per image, ``x = context``: the sum of the subpixels' discretized-logistic
+        log-masses."""
+        check_sr_pair(y, context)
+        mean, log_scale = self.params(context)
         lp = discretized_logistic_log_prob(y.to(mean.dtype), mean, log_scale)
         return lp.reshape(lp.shape[0], -1).sum(1)
 
     @torch.no_grad()
-    def mode(self, x_lr: Tensor) -> Tensor:
+    def mode(self, context: Tensor) -> Tensor:
         """The baseline's prediction: the most probable level of every subpixel (exact argmax)."""
-        return discretized_logistic_mode(*self.params(x_lr))
+        return discretized_logistic_mode(*self.params(context))

@@ -3,18 +3,18 @@
 The contract
 ------------
 Every layer in this module is a :class:`Bijection` between a data-side tensor ``y`` and a
-latent-side tensor ``z`` of the same shape, optionally conditioned on features ``cond``:
+latent-side tensor ``z`` of the same shape, optionally conditioned on features ``context``:
 
-* ``forward(y, cond=None) -> (z, logdet)``  with ``logdet = log|det dz/dy|``, one value per sample
+* ``forward(y, context=None) -> (z, logdet)``  with ``logdet = log|det dz/dy|``, one value per sample
   (shape ``[B]``).  This is the *normalizing* direction used for likelihoods.
-* ``inverse(z, cond=None) -> (y, logdet)`` with ``logdet = log|det dy/dz|``, the log-determinant
+* ``inverse(z, context=None) -> (y, logdet)`` with ``logdet = log|det dy/dz|``, the log-determinant
   of the inverse map at ``z``; it equals ``-forward(y)[1]`` at ``y = inverse(z)[0]``.  This is the
   *generative* direction used for sampling.
 
 Tensors are laid out ``[B, C, *spatial]``: images are ``[B, C, H, W]`` and vectors are ``[B, D]``
-(``D`` plays the role of the channel dimension).  ``cond`` for an image layer is a feature map
+(``D`` plays the role of the channel dimension).  ``context`` for an image layer is a feature map
 ``[B, C_h, H, W]`` at the layer's resolution; for a vector layer it is ``[B, D_h]``.  Layers that
-do not use conditioning accept ``cond`` and ignore it, so a flow simply passes ``cond`` to every
+do not use conditioning accept ``context`` and ignore it, so a flow simply passes ``context`` to every
 layer (no ``isinstance`` routing, no ``reverse=`` flags).
 
 The change-of-variables formula for a flow ``f = f_K o ... o f_1`` then reads::
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nets import Shared, run_with_context
+from .nets import Context, NetFactory, Shared, run_with_context
 
 __all__ = [
     "SCALE_FUNCTIONS",
@@ -75,15 +75,15 @@ class Bijection(nn.Module):
     docstring for the full contract.
     """
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
 
 class FlowSequential(Bijection):
-    """Composition of bijections; ``cond`` is handed to every layer."""
+    """Composition of bijections; ``context`` is handed to every layer."""
 
     def __init__(self, *layers: Bijection) -> None:
         super().__init__()
@@ -96,17 +96,17 @@ class FlowSequential(Bijection):
         """The layers, in order (typed: ``nn.ModuleList`` items are plain modules to a type checker)."""
         return [cast(Bijection, layer) for layer in self.layers]
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         logdet = y.new_zeros(y.shape[0])
         for layer in self.layers:
-            y, ld = layer(y, cond)
+            y, ld = layer(y, context)
             logdet = logdet + ld
         return y, logdet
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         logdet = z.new_zeros(z.shape[0])
         for layer in reversed(self.bijections()):
-            z, ld = layer.inverse(z, cond)
+            z, ld = layer.inverse(z, context)
             logdet = logdet + ld
         return z, logdet
 
@@ -164,10 +164,13 @@ class ActNorm(Bijection):
         mean = y.mean(dim=dims)
         std = y.std(dim=dims, unbiased=False)
         n_per_channel = y.numel() // self.channels
-        degenerate = std <= self.min_std * (1.0 + mean.abs()) if n_per_channel > 1 else torch.ones_like(std, dtype=torch.bool)
+        degenerate = (
+            std <= self.min_std * (1.0 + mean.abs()) if n_per_channel > 1 else torch.ones_like(std, dtype=torch.bool)
+        )
         if degenerate.any():
             warnings.warn(
-                f"ActNorm({self.channels}): {int(degenerate.sum())} channel(s) are constant in the initialisation batch "
+                f"ActNorm({self.channels}): {int(degenerate.sum())} channel(s) are constant in the initialisation "
+                "batch "
                 f"({n_per_channel} value(s) per channel); they keep scale 1. Initialise from a larger, varied batch "
                 "(e.g. the first training batch) for data-dependent scales.",
                 RuntimeWarning,
@@ -187,7 +190,7 @@ class ActNorm(Bijection):
         self.initialized.fill_(False)
         self._is_initialized = False
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
         if not self._is_initialized:
             self.initialize(y)
@@ -195,7 +198,7 @@ class ActNorm(Bijection):
         logdet = self.log_scale.sum() * _spatial_size(y)
         return z, logdet.expand(y.shape[0])
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(z, self.channels, "input", self)
         y = z * self._view((-self.log_scale).exp(), z) - self._view(self.loc, z)
         logdet = -self.log_scale.sum() * _spatial_size(z)
@@ -228,12 +231,12 @@ class InvConv1x1(Bijection):
         w = torch.linalg.qr(torch.randn(channels, channels))[0]
         self.weight = nn.Parameter(w)
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
         logdet = torch.linalg.slogdet(self.weight)[1] * _spatial_size(y)
         return _channel_mix(y, self.weight), logdet.expand(y.shape[0])
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(z, self.channels, "input", self)
         logdet = -torch.linalg.slogdet(self.weight)[1] * _spatial_size(z)
         return _channel_mix(z, torch.linalg.inv(self.weight)), logdet.expand(z.shape[0])
@@ -272,12 +275,12 @@ class InvConv1x1LU(Bijection):
             upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * self.log_s.exp())
             return self.perm @ lower @ upper
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
         logdet = self.log_s.sum() * _spatial_size(y)
         return _channel_mix(y, self.weight()), logdet.expand(y.shape[0])
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(z, self.channels, "input", self)
         logdet = -self.log_s.sum() * _spatial_size(z)
         return _channel_mix(z, torch.linalg.inv(self.weight())), logdet.expand(z.shape[0])
@@ -292,7 +295,7 @@ class Squeeze(Bijection):
 
     factor = 2
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         if y.dim() != 4:
             raise ValueError(f"Squeeze expects an image batch [B, C, H, W], got shape {tuple(y.shape)}")
         b, c, h, w = y.shape
@@ -305,7 +308,7 @@ class Squeeze(Bijection):
         z = y.reshape(b, c, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4)
         return z.reshape(b, c * f * f, h // f, w // f), y.new_zeros(b)
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         f = self.factor
         if z.dim() != 4 or z.shape[1] % (f * f):
             raise ValueError(f"Squeeze.inverse expects [B, C, H, W] with C divisible by {f * f}, got {tuple(z.shape)}")
@@ -327,11 +330,11 @@ class Permutation(Bijection):
         self.register_buffer("perm", perm)
         self.register_buffer("inv_perm", torch.argsort(perm))
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
         return y[:, self.perm], y.new_zeros(y.shape[0])
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(z, self.channels, "input", self)
         return z[:, self.inv_perm], z.new_zeros(z.shape[0])
 
@@ -357,28 +360,27 @@ SCALE_FUNCTIONS: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
     "soft_exp": _soft_clamped_exp_scale,
 }
 
-NetFactory = Callable[[int, int], nn.Module]
-"""``net_fn(in_channels, out_channels) -> nn.Module``: builds a coupling network."""
-
 
 class _Coupling(Bijection):
-    """Shared machinery: split channels, run the network on [passive half, cond]."""
+    """Shared machinery: split channels, run the network on [passive half, context]."""
 
-    def __init__(self, channels: int, net_fn: NetFactory, out_per_channel: int, cond_channels: int = 0, parity: int = 0) -> None:
+    def __init__(
+        self, channels: int, net_fn: NetFactory, out_per_channel: int, context_channels: int = 0, parity: int = 0
+    ) -> None:
         super().__init__()
         if channels < 2:
             raise ValueError(f"a coupling needs at least 2 channels, got {channels}")
         if parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1, got {parity}")
         self.channels = channels
-        self.cond_channels = cond_channels
+        self.context_channels = context_channels
         self.parity = parity
         first = channels // 2
         # parity 0 transforms the first `first` channels given the rest; parity 1 the reverse.
         self.split_sizes = (first, channels - first)
         self.n_active = self.split_sizes[parity]
         n_passive = channels - self.n_active
-        self.net = net_fn(n_passive + cond_channels, out_per_channel * self.n_active)
+        self.net = net_fn(n_passive + context_channels, out_per_channel * self.n_active)
 
     def _split(self, t: Tensor) -> tuple[Tensor, Tensor]:
         a, b = torch.split(t, list(self.split_sizes), dim=1)
@@ -387,21 +389,25 @@ class _Coupling(Bijection):
     def _merge(self, active: Tensor, passive: Tensor) -> Tensor:
         return torch.cat((active, passive) if self.parity == 0 else (passive, active), dim=1)
 
-    def _run_net(self, passive: Tensor, cond) -> Tensor:
-        """``net([passive, cond])``; ``cond`` may be a :class:`~cnfkit.nets.Shared` (one map per group of rows)."""
-        if self.cond_channels == 0:
+    def _run_net(self, passive: Tensor, context: Context) -> Tensor:
+        """``net([passive, context])``; ``context`` may be a :class:`~cnfkit.nets.Shared` (one map per group of
+        rows)."""
+        if self.context_channels == 0:
             return self.net(passive)
-        if cond is None:
-            raise ValueError(f"{type(self).__name__} was built with cond_channels={self.cond_channels} but got cond=None")
-        feats = cond.features if isinstance(cond, Shared) else cond
-        rows = cond.rows if isinstance(cond, Shared) else cond.shape[0]
-        if rows != passive.shape[0] or feats.shape[1] != self.cond_channels or feats.shape[2:] != passive.shape[2:]:
+        if context is None:
+            raise ValueError(
+                f"{type(self).__name__} was built with context_channels={self.context_channels} but got context=None"
+            )
+        feats = context.features if isinstance(context, Shared) else context
+        rows = context.rows if isinstance(context, Shared) else context.shape[0]
+        if rows != passive.shape[0] or feats.shape[1] != self.context_channels or feats.shape[2:] != passive.shape[2:]:
             raise ValueError(
                 f"{type(self).__name__}: conditioning must have shape "
-                f"[{passive.shape[0]}, {self.cond_channels}, {', '.join(map(str, passive.shape[2:]))}]"
-                f" to match the input, got {tuple(feats.shape)}" + (f" shared by {cond.repeats} rows each" if isinstance(cond, Shared) else "")
+                f"[{passive.shape[0]}, {self.context_channels}, {', '.join(map(str, passive.shape[2:]))}]"
+                f" to match the input, got {tuple(feats.shape)}"
+                + (f" shared by {context.repeats} rows each" if isinstance(context, Shared) else "")
             )
-        return run_with_context(self.net, passive, cond)
+        return run_with_context(self.net, passive, context)
 
 
 class AffineCoupling(_Coupling):
@@ -417,35 +423,38 @@ class AffineCoupling(_Coupling):
         self,
         channels: int,
         net_fn: NetFactory,
-        cond_channels: int = 0,
+        context_channels: int = 0,
         parity: int = 0,
         scale: str = "sigmoid",
     ) -> None:
         if scale not in SCALE_FUNCTIONS:
             raise ValueError(f"unknown scale {scale!r}; choose from {sorted(SCALE_FUNCTIONS)}")
-        super().__init__(channels, net_fn, 2, cond_channels, parity)
+        super().__init__(channels, net_fn, 2, context_channels, parity)
         self.scale = scale
         self.scale_fn = SCALE_FUNCTIONS[scale]
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, cond_channels={self.cond_channels}, parity={self.parity}, scale={self.scale!r}"
+        return (
+            f"channels={self.channels}, context_channels={self.context_channels}, parity={self.parity}, "
+            f"scale={self.scale!r}"
+        )
 
-    def _params(self, passive: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _params(self, passive: Tensor, context: Context) -> tuple[Tensor, Tensor, Tensor]:
         # the network may run in reduced precision (autocast); the bijection and its log-determinant do not
-        shift, raw = self._run_net(passive, cond).to(passive.dtype).chunk(2, dim=1)
+        shift, raw = self._run_net(passive, context).to(passive.dtype).chunk(2, dim=1)
         s, log_s = self.scale_fn(raw)
         return shift, s, log_s
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
         active, passive = self._split(y)
-        shift, s, log_s = self._params(passive, cond)
+        shift, s, log_s = self._params(passive, context)
         return self._merge(active * s + shift, passive), _sum_per_sample(log_s)
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(z, self.channels, "input", self)
         active, passive = self._split(z)
-        shift, s, log_s = self._params(passive, cond)
+        shift, s, log_s = self._params(passive, context)
         return self._merge((active - shift) / s, passive), -_sum_per_sample(log_s)
 
 
@@ -455,26 +464,26 @@ class AdditiveCoupling(_Coupling):
     Used by Winkler et al. for DRIVE (no scale component ``s``).
     """
 
-    def __init__(self, channels: int, net_fn: NetFactory, cond_channels: int = 0, parity: int = 0) -> None:
-        super().__init__(channels, net_fn, 1, cond_channels, parity)
+    def __init__(self, channels: int, net_fn: NetFactory, context_channels: int = 0, parity: int = 0) -> None:
+        super().__init__(channels, net_fn, 1, context_channels, parity)
 
-    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(y, self.channels, "input", self)
         active, passive = self._split(y)
-        shift = self._run_net(passive, cond).to(passive.dtype)
+        shift = self._run_net(passive, context).to(passive.dtype)
         return self._merge(active + shift, passive), y.new_zeros(y.shape[0])
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_channels(z, self.channels, "input", self)
         active, passive = self._split(z)
-        shift = self._run_net(passive, cond).to(passive.dtype)
+        shift = self._run_net(passive, context).to(passive.dtype)
         return self._merge(active - shift, passive), z.new_zeros(z.shape[0])
 
 
 def flow_step(
     channels: int,
     net_fn: NetFactory,
-    cond_channels: int = 0,
+    context_channels: int = 0,
     *,
     coupling: str = "affine",
     lu: bool = True,
@@ -487,9 +496,9 @@ def flow_step(
         layers.append(ActNorm(channels))
     layers.append(InvConv1x1LU(channels) if lu else InvConv1x1(channels))
     if coupling == "affine":
-        layers.append(AffineCoupling(channels, net_fn, cond_channels, scale=scale))
+        layers.append(AffineCoupling(channels, net_fn, context_channels, scale=scale))
     elif coupling == "additive":
-        layers.append(AdditiveCoupling(channels, net_fn, cond_channels))
+        layers.append(AdditiveCoupling(channels, net_fn, context_channels))
     else:
         raise ValueError(f"unknown coupling {coupling!r}; choose 'affine' or 'additive'")
     return FlowSequential(*layers)

@@ -12,18 +12,17 @@ import hashlib
 import json
 import platform
 import subprocess
-import time
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data.store import REGISTRY
+from ..data.store import REGISTRY
+from ..utils import PhaseTimer, phase
 
 __all__ = ["PhaseTimer", "curve_summary", "git_commit", "load_json", "phase", "provenance", "save_json"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (cnfkit/repro/ is two levels down)
 
 
 def git_commit(root: Path = ROOT) -> str:
@@ -32,7 +31,9 @@ def git_commit(root: Path = ROOT) -> str:
     ``results/`` is what ``make reproduce`` writes: a run that rewrites the committed results (as every
     rerun does) is still a run of a clean commit, whereas a changed source file is not."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
             cwd=root,
@@ -54,27 +55,6 @@ def dataset_digest(name: str) -> str:
     return h.hexdigest()
 
 
-class PhaseTimer:
-    """Wall time per phase of a run: ``with timer("training"): ...``; the drivers fill it, the results JSON shows it."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, phase: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
-
-    def summary(self, wall_time_s: float) -> dict[str, float]:
-        """Each phase, and the rest of the wall time (tables, figures, data loading) as ``other``."""
-        out = {k: round(v, 2) for k, v in self.seconds.items()}
-        out["other"] = round(max(0.0, wall_time_s - sum(self.seconds.values())), 2)
-        return out
-
-
 def _peak_rss_mb() -> float | None:
     """Peak resident memory of this process so far (MB), where the platform reports it."""
     try:
@@ -85,18 +65,21 @@ def _peak_rss_mb() -> float | None:
         return None
 
 
-def phase(timer: PhaseTimer | None, name: str):
-    """``timer(name)``, or a no-op context when there is no timer."""
-    return timer(name) if timer is not None else nullcontext()
-
-
 def provenance(
-    profile: str, seeds: list[int] | tuple[int, ...], wall_time_s: float, datasets: dict[str, str] | None = None, phases: PhaseTimer | None = None
+    profile: str,
+    seeds: list[int] | tuple[int, ...],
+    wall_time_s: float,
+    datasets: dict[str, str] | None = None,
+    phases: PhaseTimer | None = None,
 ) -> dict[str, Any]:
     """``datasets`` maps a dataset name to a digest; registered names may map to ``"registry"``.
     ``phases``: the run's per-phase wall times (training, evaluation, other)."""
     ds = {k: (dataset_digest(k) if v == "registry" else v) for k, v in (datasets or {}).items()}
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    )
     return dict(
         profile=profile,
         seeds=list(seeds),
@@ -112,9 +95,16 @@ def provenance(
 
 
 def save_json(
-    path: str | Path, payload: dict[str, Any], *, profile: str, seeds, wall_time_s: float, datasets=None, phases: PhaseTimer | None = None
+    path: str | Path,
+    payload: dict[str, Any],
+    *,
+    profile: str,
+    seeds,
+    wall_time_s: float,
+    datasets=None,
+    phases: PhaseTimer | None = None,
 ) -> Path:
-    """Write ``payload`` with a ``provenance`` block.  A :class:`~cnfkit.profiles.Config` under
+    """Write ``payload`` with a ``provenance`` block.  A :class:`~cnfkit.repro.profiles.Config` under
     ``payload["config"]`` is stored as its fields, and its digest as ``provenance.config_digest``:
     the stale-results test compares it with the current profile's configuration."""
     from .profiles import Config
@@ -145,7 +135,12 @@ def curve_summary(history: list[dict[str, Any]], key: str = "loss") -> dict[str,
     last = [v for _, v in points[-fifth:]]
     before = [v for _, v in points[-2 * fifth : -fifth]]
     a, b = sum(last) / len(last), sum(before) / len(before)
-    return {"steps": int(last_step), "loss_last_fifth": a, "loss_fifth_before": b, "relative_drop": (b - a) / max(abs(b), 1e-12)}
+    return {
+        "steps": int(last_step),
+        "loss_last_fifth": a,
+        "loss_fifth_before": b,
+        "relative_drop": (b - a) / max(abs(b), 1e-12),
+    }
 
 
 def load_json(path: str | Path) -> dict[str, Any]:

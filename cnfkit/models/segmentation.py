@@ -22,11 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dequantization import BinaryDequantizer, SqueezeContext, UniformDequantizer, check_binary
-from .flows import ConditionalFlow
-from .utils import rand
+from ..dequantization import BinaryDequantizer, SqueezeContext, UniformDequantizer, check_binary
+from ..flows import ConditionalFlow
+from ..utils import rand
 
-__all__ = ["FactoredBernoulli", "SegmentationCNF", "VGGFeatures", "weighted_bernoulli_log_likelihood", "weighted_cross_entropy"]
+__all__ = [
+    "FactoredBernoulli",
+    "SegmentationCNF",
+    "VGGFeatures",
+    "weighted_bernoulli_log_likelihood",
+    "weighted_cross_entropy",
+]
 
 
 def _check_pair(y: Tensor, x: Tensor) -> None:
@@ -61,7 +67,7 @@ class VGGFeatures(nn.Module):
 
 
 class SegmentationCNF(nn.Module):
-    """Conditional flow on dequantized binary maps; ``forward(y, x)`` is the per-image ELBO in nats.
+    """Conditional flow on dequantized binary maps; ``forward(y, context)`` is the per-image ELBO in nats.
 
     Args:
         dequantization: ``"binary"`` (Winkler et al. sec. 3.2) or ``"uniform"`` (``v = y + u``).
@@ -91,7 +97,7 @@ class SegmentationCNF(nn.Module):
             levels,
             steps,
             hidden,
-            cond_channels=list(vgg.out_channels),
+            context_channels=list(vgg.out_channels),
             conditioner=vgg,
             coupling="additive",
             coupling_net="instance",
@@ -103,7 +109,7 @@ class SegmentationCNF(nn.Module):
                 1,
                 deq_steps,
                 hidden,
-                cond_channels=4 * (1 + in_channels),
+                context_channels=4 * (1 + in_channels),
                 conditioner=SqueezeContext(),
                 coupling="affine",
                 coupling_net="instance",
@@ -113,57 +119,64 @@ class SegmentationCNF(nn.Module):
         else:
             self.dequantizer = UniformDequantizer(n_bins=2, scale=False)
 
-    def forward(self, y: Tensor, x: Tensor, generator=None) -> Tensor:
-        """``log p(v | x) - log q(v | y, x)`` with ``v ~ q(v | y, x)``: a lower bound on ``log P(y | x)``.
+    def forward(self, y: Tensor, context: Tensor, generator=None) -> Tensor:
+        """``log p(v | x) - log q(v | y, x)`` with ``v ~ q(v | y, x)``, ``x = context`` (the image): a lower
+        bound on ``log P(y | x)``.
 
         The dequantization noise comes from ``generator`` (a list: one per row, see
         :func:`cnfkit.utils.row_generators`; ``None``: torch's global RNG)."""
-        _check_pair(y, x)
-        v, log_q = self.dequantizer(y, x, generator)
-        return self.flow.log_prob(v, x) - log_q
+        _check_pair(y, context)
+        v, log_q = self.dequantizer(y, context, generator)
+        return self.flow.log_prob(v, context) - log_q
 
     elbo = forward
 
     @torch.no_grad()
     def sample(
         self,
-        x: Tensor | None,
+        context: Tensor | None = None,
+        *,
+        num_samples: int | None = None,
         temperature: float = 1.0,
         generator=None,
         features=None,
-        *,
-        num_samples: int | None = None,
         size: tuple[int, int] | None = None,
     ) -> Tensor:
-        """Binary segmentations ``y ~ P(y | x)``: sample ``v`` and quantize it.
+        """Binary segmentations ``y ~ P(y | x)`` of the images ``x = context``: sample ``v`` and quantize it.
 
-        One per row of ``x`` (or ``num_samples`` per row, rows ``i*n ... i*n+n-1`` for ``x[i]``);
-        ``features`` (from :meth:`conditioning`) replace ``x``, with ``size`` the output size."""
+        One per row of the context (or ``num_samples`` per row, rows ``i*n ... i*n+n-1`` for row ``i``);
+        ``features`` (from :meth:`conditioning`) replace the context, with ``size`` the output size."""
         if size is None:
-            if x is None:
-                raise ValueError("give x, or features with size=(H, W)")
-            size = (x.shape[-2], x.shape[-1])
+            if context is None:
+                raise ValueError("give the context (images), or features with size=(H, W)")
+            size = (context.shape[-2], context.shape[-1])
+        flow_context = None if features is not None else context
         v = self.flow.sample(
-            None if features is not None else x, size=size, temperature=temperature, generator=generator, features=features, num_samples=num_samples
+            flow_context,
+            num_samples=num_samples,
+            temperature=temperature,
+            generator=generator,
+            size=size,
+            features=features,
         )
         return (v > 0.5).float() if self.kind == "binary" else (v >= 1).float()
 
     @torch.no_grad()
-    def conditioning(self, x: Tensor) -> list[Tensor] | None:
-        """The conditioner's features for ``x``, to draw many samples without recomputing them."""
-        return self.flow.conditioning(x)
+    def conditioning(self, context: Tensor) -> list[Tensor] | None:
+        """The conditioner's features for the images, to draw many samples without recomputing them."""
+        return self.flow.conditioning(context)
 
     @torch.no_grad()
-    def mean_map(self, x: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    def mean_map(self, context: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """The average of ``n_samples`` binary samples: the soft map thresholded for PR curves.
 
         The conditioner runs once; only the flow is run per sample."""
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-        feats = self.flow.conditioning(x)
-        total = self.sample(x, generator=generator, features=feats)
+        feats = self.flow.conditioning(context)
+        total = self.sample(context, generator=generator, features=feats)
         for _ in range(n_samples - 1):
-            total += self.sample(x, generator=generator, features=feats)
+            total += self.sample(context, generator=generator, features=feats)
         return total / n_samples
 
 
@@ -176,7 +189,9 @@ def _check_label_maps(logits: Tensor, y: Tensor, mask: Tensor | None) -> None:
     check_binary(y, "y")
     if mask is not None:
         if mask.shape != logits.shape:
-            raise ValueError(f"mask must have the shape of the predictions {tuple(logits.shape)}, got {tuple(mask.shape)}")
+            raise ValueError(
+                f"mask must have the shape of the predictions {tuple(logits.shape)}, got {tuple(mask.shape)}"
+            )
         check_binary(mask, "mask")
 
 
@@ -210,7 +225,9 @@ class FactoredBernoulli(nn.Module):
     full resolution (the inverse of the flow's squeeze).
     """
 
-    def __init__(self, in_channels: int = 3, hidden: int = 32, widths: tuple[int, int, int] = (32, 64, 128), beta: float = 0.9) -> None:
+    def __init__(
+        self, in_channels: int = 3, hidden: int = 32, widths: tuple[int, int, int] = (32, 64, 128), beta: float = 0.9
+    ) -> None:
         super().__init__()
         if not 0 < beta < 1:
             raise ValueError(f"beta must be in (0, 1), got {beta}")
@@ -218,7 +235,10 @@ class FactoredBernoulli(nn.Module):
         self.conditioner = VGGFeatures(in_channels, widths)
         c = sum(self.conditioner.out_channels)
         self.head = nn.Sequential(
-            nn.Conv2d(c, hidden, 3, padding=1), nn.InstanceNorm2d(hidden, affine=True), nn.ReLU(), nn.Conv2d(hidden, 4, 3, padding=1)
+            nn.Conv2d(c, hidden, 3, padding=1),
+            nn.InstanceNorm2d(hidden, affine=True),
+            nn.ReLU(),
+            nn.Conv2d(hidden, 4, 3, padding=1),
         )
 
     @property
@@ -226,7 +246,9 @@ class FactoredBernoulli(nn.Module):
         """The parameters' dtype: logits come out in it even under autocast."""
         return next(self.head.parameters()).dtype
 
-    def logits(self, x: Tensor) -> Tensor:
+    def logits(self, context: Tensor) -> Tensor:
+        """Per-pixel logits of P(vessel) for the images ``context`` ``[B, C, H, W]``."""
+        x = context
         if x.dim() != 4 or x.shape[0] == 0:
             raise ValueError(f"x must be a non-empty batch of images [B, C, H, W], got {tuple(x.shape)}")
         if not torch.isfinite(x).all():
@@ -237,28 +259,36 @@ class FactoredBernoulli(nn.Module):
         h = torch.cat([h4, F.interpolate(h7, size=h4.shape[-2:], mode="bilinear", align_corners=False)], dim=1)
         return F.pixel_shuffle(self.head(h), 2).to(self.head_dtype)  # full-precision likelihoods even under autocast
 
-    def forward(self, y: Tensor, x: Tensor) -> Tensor:
-        """Normalised weighted-Bernoulli log-likelihood per image (nats)."""
-        _check_pair(y, x)
-        return weighted_bernoulli_log_likelihood(self.logits(x), y, self.beta)
+    def forward(self, y: Tensor, context: Tensor) -> Tensor:
+        """Normalised weighted-Bernoulli log-likelihood per image (nats) given the images ``context``."""
+        _check_pair(y, context)
+        return weighted_bernoulli_log_likelihood(self.logits(context), y, self.beta)
 
-    def loss(self, y: Tensor, x: Tensor) -> Tensor:
+    def loss(self, y: Tensor, context: Tensor) -> Tensor:
         """The training loss of the literature: weighted cross-entropy, normaliser ignored."""
-        _check_pair(y, x)
-        return weighted_cross_entropy(self.logits(x), y, self.beta)
+        _check_pair(y, context)
+        return weighted_cross_entropy(self.logits(context), y, self.beta)
 
     @torch.no_grad()
-    def soft_map(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.logits(x))
+    def soft_map(self, context: Tensor) -> Tensor:
+        return torch.sigmoid(self.logits(context))
 
     @torch.no_grad()
-    def sample(self, x: Tensor | None, generator=None, *, num_samples: int | None = None, probs: Tensor | None = None) -> Tensor:
-        """Bernoulli maps from the soft map of ``x`` (or the given ``probs``, then ``x`` may be ``None``);
-        ``num_samples`` per row (rows ``i*n ... i*n+n-1`` for row ``i``); ``generator`` may be one per output row."""
+    def sample(
+        self,
+        context: Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        generator=None,
+        probs: Tensor | None = None,
+    ) -> Tensor:
+        """Bernoulli maps from the soft map of the images ``context`` (or the given ``probs``, then the
+        context may be ``None``); ``num_samples`` per row (rows ``i*n ... i*n+n-1`` for row ``i``);
+        ``generator`` may be one per output row."""
         if probs is None:
-            if x is None:
-                raise ValueError("give x, or probs from soft_map()")
-            p = self.soft_map(x)
+            if context is None:
+                raise ValueError("give the context (images), or probs from soft_map()")
+            p = self.soft_map(context)
         else:
             p = probs
         if num_samples is not None:

@@ -18,7 +18,7 @@ from .paper import paper_numbers
 
 __all__ = ["CLAIMS", "Claim", "claims_markdown", "evaluate_claims", "why", "write_claims"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (cnfkit/repro/ is two levels down)
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,19 @@ class Claim:
     id: str
     paper: str
     says: str
-    check: Callable[[dict[str, Any]], tuple[str, bool] | None]  # results -> (what we measured, holds), None: not measured
-    curves: tuple[tuple[str, tuple[str | int, ...]], ...] = ()  # (label, key path in the results) of the learning curves behind it
+    check: Callable[
+        [dict[str, Any]], tuple[str, bool] | None
+    ]  # results -> (what we measured, holds), None: not measured
+    curves: tuple[
+        tuple[str, tuple[str | int, ...]], ...
+    ] = ()  # (label, key path in the results) of the learning curves behind it
 
 
 def _get(d: Any, *keys: str | int) -> Any:
     for k in keys:
-        found = (isinstance(d, list) and isinstance(k, int) and -len(d) <= k < len(d)) or (isinstance(d, dict) and k in d)
+        found = (isinstance(d, list) and isinstance(k, int) and -len(d) <= k < len(d)) or (
+            isinstance(d, dict) and k in d
+        )
         if not found:
             return None
         d = d[k]
@@ -76,13 +82,17 @@ def _drive_f(results):
     c, f = s["cnf"], s["factored"]
     noise = max(0.01, 2 * max(c.get("f_score_std", 0.0), f.get("f_score_std", 0.0)))
     return (
-        f"CNF {c['f_score']:.3f} ± {c.get('f_score_std', 0):.3f} vs factored {f['f_score']:.3f} ± {f.get('f_score_std', 0):.3f} (noise: {noise:.3f})"
+        f"CNF {c['f_score']:.3f} ± {c.get('f_score_std', 0):.3f} vs factored {f['f_score']:.3f} ± "
+        f"{f.get('f_score_std', 0):.3f} (noise: {noise:.3f})"
     ), c["f_score"] >= f["f_score"] - noise
 
 
 def _drive_pr_human(results):
     s = _get(results.get("drive"), "summary")
-    c, f = _get(s, "cnf", "pr_distance_to_human", "energy_distance"), _get(s, "factored", "pr_distance_to_human", "energy_distance")
+    c, f = (
+        _get(s, "cnf", "pr_distance_to_human", "energy_distance"),
+        _get(s, "factored", "pr_distance_to_human", "energy_distance"),
+    )
     if c is None or f is None:
         return None
     return f"energy distance of single-sample (P, R) points to the 2nd grader's: CNF {c:.4f} vs factored {f:.4f}", c < f
@@ -96,7 +106,9 @@ def _posterior_mean(results):
     base = pm.get("LL Baseline (mode)")
     if not mean or not base or mean.get("psnr") is None or base.get("psnr") is None:
         return None
-    return f"PSNR of the CNF posterior mean {mean['psnr']:.2f} dB vs the baseline's mode {base['psnr']:.2f} dB", mean["psnr"] > base["psnr"]
+    return f"PSNR of the CNF posterior mean {mean['psnr']:.2f} dB vs the baseline's mode {base['psnr']:.2f} dB", mean[
+        "psnr"
+    ] > base["psnr"]
 
 
 def _forward_accuracy(name: str, tol: float) -> Callable:
@@ -119,7 +131,10 @@ def _xiao_vs_inn(results):
     matches = x <= max(1.5 * full, full + 0.01)
     fails = fwd > max(10 * max(floor, 1e-3), 5 * full)
     return (
-        f"posterior MMD: single loss {x:.3f}, INN all losses {full:.3f}, INN forward losses only {fwd:.3f} (exact samples {floor:.3f})",
+        (
+            f"posterior MMD: single loss {x:.3f}, INN all losses {full:.3f}, INN forward losses only {fwd:.3f} "
+            f"(exact samples {floor:.3f})"
+        ),
         matches and fails,
     )
 
@@ -138,7 +153,8 @@ def _curve_text(label: str, c: dict[str, Any] | None) -> str | None:
     drop = c["relative_drop"]
     state = "still falling" if drop > 0.005 else ("flat" if drop > -0.005 else "rising")
     return (
-        f"{label}: training loss {state} at step {c['steps']} ({c['loss_fifth_before']:.4g} -> {c['loss_last_fifth']:.4g} "
+        f"{label}: training loss {state} at step {c['steps']} ({c['loss_fifth_before']:.4g} -> "
+        f"{c['loss_last_fifth']:.4g} "
         f"over the last two fifths of the logged steps, {100 * drop:+.1f}%)"
     )
 
@@ -218,7 +234,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "drive_samples_near_human",
         "Winkler et al. Fig 5",
-        "Single CNF samples lie closer to the human grader in precision-recall space than the factored model's samples.",
+        "Single CNF samples lie closer to the human grader in precision-recall space than the factored model's "
+        "samples.",
         _drive_pr_human,
         _DRIVE_CURVES,
     ),
@@ -250,12 +267,17 @@ CLAIMS: tuple[Claim, ...] = (
         "xiao_single_loss_vs_inn",
         "Xiao et al. Fig 5.2",
         "One likelihood loss matches the 4-loss INN's posterior quality (MMD within "
-        "1.5x or +0.01), while the INN trained with forward losses only fails (MMD above 10x the exact-sample floor and 5x the "
+        "1.5x or +0.01), while the INN trained with forward losses only fails (MMD above 10x the exact-sample floor "
+        "and 5x the "
         "full INN's).",
         _xiao_vs_inn,
         tuple(
             (label, ("theory", "gmm", k, "learning_curve"))
-            for label, k in (("single loss", "xiao"), ("INN all losses", "inn_full"), ("INN forward only", "inn_forward_only"))
+            for label, k in (
+                ("single loss", "xiao"),
+                ("INN all losses", "inn_full"),
+                ("INN forward only", "inn_forward_only"),
+            )
         ),
     ),
 )
@@ -291,7 +313,9 @@ def evaluate_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
 def claims_markdown(rows: list[dict[str, Any]], profile: str) -> str:
     mark = {True: "yes", False: "**no**", None: "not measured"}
     lines = [
-        f"Claims of the papers checked against `results/{profile}/` ({profile} profile" + (", reduced scale" if profile == "quick" else "") + "):",
+        f"Claims of the papers checked against `results/{profile}/` ({profile} profile"
+        + (", reduced scale" if profile == "quick" else "")
+        + "):",
         "",
         "| claim | paper | what the paper says | ours (measured) | holds |",
         "|---|---|---|---|---|",

@@ -1,8 +1,8 @@
 """Markdown tables of the results JSON files, "paper" next to "ours", for the README.
 
-``python -m cnfkit.report --profile quick`` rewrites the part of README.md between
+``python -m cnfkit.repro.report --profile quick`` rewrites the part of README.md between
 ``<!-- results:quick:start -->`` and ``<!-- results:quick:end -->``.  Every number comes from
-``results/<profile>/*.json`` (ours) or :mod:`cnfkit.paper` (the papers'); none is typed here.
+``results/<profile>/*.json`` (ours) or :mod:`cnfkit.repro.paper` (the papers'); none is typed here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from .paper import paper_numbers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (cnfkit/repro/ is two levels down)
 
 __all__ = ["markdown_table", "render", "update_readme"]
 
@@ -46,15 +46,21 @@ def _wall(doc: dict[str, Any]) -> str:
 def sr_set_label(ds: str, res: dict[str, Any]) -> str:
     """``"BSD100 (first 20 of 100 images)"`` when a profile evaluates part of a test set, else the set's name."""
     n, available = res.get("_n_images"), res.get("_n_available")
-    return f"{ds} (first {n} of {available} images)" if n is not None and available is not None and n < available else ds
+    return (
+        f"{ds} (first {n} of {available} images)" if n is not None and available is not None and n < available else ds
+    )
 
 
 def _sr_sample_note(doc: dict[str, Any]) -> str:
     """Which samples Table 2's CNF PSNR/SSIM are over: the temperature and any left out as non-finite."""
     tau = doc.get("config", {}).get("tau")
-    counts = [f"{ds} {res.get('CNF', {}).get('non_finite_predictions', 0)}/{res.get('_n_images', '?')}" for ds, res in doc["table2"].items()]
+    counts = [
+        f"{ds} {res.get('CNF', {}).get('non_finite_predictions', 0)}/{res.get('_n_images', '?')}"
+        for ds, res in doc["table2"].items()
+    ]
     return (
-        f"\n\nCNF PSNR/SSIM are of one sample per image at temperature {tau}; images whose sample had non-finite pixels "
+        f"\n\nCNF PSNR/SSIM are of one sample per image at temperature {tau}; images whose sample had non-finite "
+        "pixels "
         f"(left out of the means): {', '.join(counts)}."
     )
 
@@ -80,10 +86,12 @@ def render(profile: str, root: Path = ROOT) -> str:
         ]
         r = doc["rotating"]
         parts.append(
-            f"**Xiao et al. sec. 5.1, 8-mode inverse problem** ({tag}; the paper reports figures only; {_wall(doc)}):\n\n"
+            f"**Xiao et al. sec. 5.1, 8-mode inverse problem** ({tag}; the paper reports figures only; "
+            f"{_wall(doc)}):\n\n"
             + markdown_table(["method", "label accuracy", "posterior MMD", "mean true log p(x|label)", "train s"], rows)
             + "\n\n**2-D conditional toy** (held-out NLL, nats): "
-            + f"CNF {_fmt(r['cnf']['test_nll'])}, factorized Gaussian {_fmt(r['gaussian']['test_nll'])}, true density {_fmt(r['true']['test_nll'])}."
+            + f"CNF {_fmt(r['cnf']['test_nll'])}, factorized Gaussian {_fmt(r['gaussian']['test_nll'])}, true density "
+            f"{_fmt(r['true']['test_nll'])}."
         )
     if doc := _load(folder, "mnist"):
         paper = paper_numbers("xiao_table1_accuracy")
@@ -106,7 +114,10 @@ def render(profile: str, root: Path = ROOT) -> str:
     if doc := _load(folder, "super_resolution"):
         p1 = paper_numbers("winkler_table1_bpd")
         which = lambda k: "ImageNet32" if ("32x32" in k or "ImageNet32" in k) else "ImageNet64"
-        rows = [[k, p1[which(k)]["CNF"], v["CNF"], p1[which(k)]["Factorized LL"], v["Factorized LL"]] for k, v in doc["table1"].items()]
+        rows = [
+            [k, p1[which(k)]["CNF"], v["CNF"], p1[which(k)]["Factorized LL"], v["Factorized LL"]]
+            for k, v in doc["table1"].items()
+        ]
         p2 = paper_numbers("winkler_table2_sr")
         rows2 = []
         for ds, res in doc["table2"].items():
@@ -128,7 +139,11 @@ def render(profile: str, root: Path = ROOT) -> str:
             f"**Winkler et al. Table 1, super-resolution bits/dim** ({_wall(doc)}; ours on the stated stand-in):\n\n"
             + markdown_table(["data", "paper CNF", f"{tag} CNF", "paper factorized", f"{tag} factorized"], rows, 3)
             + "\n\n**Winkler et al. Table 2** (bpd on random 128x128 crops; PSNR/SSIM on Y, 2-pixel border):\n\n"
-            + markdown_table(["set", "model", "paper bpd", f"{tag} bpd", "paper PSNR", f"{tag} PSNR", "paper SSIM", f"{tag} SSIM"], rows2, 3)
+            + markdown_table(
+                ["set", "model", "paper bpd", f"{tag} bpd", "paper PSNR", f"{tag} PSNR", "paper SSIM", f"{tag} SSIM"],
+                rows2,
+                3,
+            )
             + _sr_sample_note(doc)
         )
     if doc := _load(folder, "drive"):
@@ -147,7 +162,7 @@ def render(profile: str, root: Path = ROOT) -> str:
         ]
         if doc.get("human"):
             rows.append(["Human (2nd observer)", None, None, paper["Human"]["f_score"], doc["human"]["f_score"]])
-        from .experiments.drive import BPD_DEFINITION
+        from ..experiments.drive import BPD_DEFINITION
 
         parts.append(
             f"**Winkler et al. Table 3, DRIVE** ({_wall(doc)}; {BPD_DEFINITION}; max F inside the field of view):\n\n"
@@ -159,7 +174,10 @@ def render(profile: str, root: Path = ROOT) -> str:
     claims_md = folder / "claims.md"
     times = render_notebook_times(folder, profile)
     return "\n\n".join(
-        parts + ([beyond] if beyond else []) + ([claims_md.read_text().strip()] if claims_md.exists() else []) + ([times] if times else [])
+        parts
+        + ([beyond] if beyond else [])
+        + ([claims_md.read_text().strip()] if claims_md.exists() else [])
+        + ([times] if times else [])
     )
 
 
@@ -177,7 +195,9 @@ def render_notebook_times(folder: Path, profile: str) -> str:
         total += wall
     rows.append(["**total**", f"**{total / 60:.1f}**"])
     where = ", ".join(sorted(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in commits))
-    return f"**Wall time per notebook** (`make reproduce PROFILE={profile}`, commit {where}):\n\n" + markdown_table(["notebook", "minutes"], rows)
+    return f"**Wall time per notebook** (`make reproduce PROFILE={profile}`, commit {where}):\n\n" + markdown_table(
+        ["notebook", "minutes"], rows
+    )
 
 
 def render_beyond(folder: Path, tag: str) -> str:
@@ -202,7 +222,9 @@ def render_beyond(folder: Path, tag: str) -> str:
         h = doc.get("human") or {}
         if "vessel_width_annotation" in h:
             rows.append(["1st grader (annotation)", None, None, None, None, h["vessel_width_annotation"], None])
-            rows.append(["2nd grader", None, None, None, h["ged_between_annotators"], h["vessel_width_second_observer"], None])
+            rows.append(
+                ["2nd grader", None, None, None, h["ged_between_annotators"], h["vessel_width_second_observer"], None]
+            )
         parts.append(
             f"**Beyond the paper, DRIVE** ({tag}; inside the FOV; first seed):\n\n"
             + markdown_table(
@@ -225,14 +247,19 @@ def render_beyond(folder: Path, tag: str) -> str:
         rows2 = [[k, v.get("psnr"), v.get("ssim")] for k, v in doc["posterior_mean"].items()]
         parts.append(
             f"**Beyond the paper, super-resolution** ({tag}; {doc.get('probabilistic_set', 'Set5')}): LR-consistency "
-            "(PSNR of the downscaled prediction against the LR input, dB, capped at 100; NTIRE's bar is 45) and diversity "
+            "(PSNR of the downscaled prediction against the LR input, dB, capped at 100; NTIRE's bar is 45) and "
+            "diversity "
             "(mean per-pixel std across samples):\n\n"
             + markdown_table(["prediction", "LR-PSNR", "diversity"], rows, 2)
-            + "\n\nPosterior mean (approximates the minimum-MSE estimate) against single samples and the baseline's mode:\n\n"
-            + markdown_table(["prediction", "PSNR", "SSIM"], rows2, 3)
+            + "\n\nPosterior mean (approximates the minimum-MSE estimate) against single samples and the baseline's "
+            "mode:\n\n" + markdown_table(["prediction", "PSNR", "SSIM"], rows2, 3)
         )
     if (doc := _load(folder, "mnist")) and all("calibration" in d for d in doc["datasets"].values()):
-        rows = [[n, kind, c["accuracy"], c["ece"], c["nll"]] for n, d in doc["datasets"].items() for kind, c in d["calibration"].items()]
+        rows = [
+            [n, kind, c["accuracy"], c["ece"], c["nll"]]
+            for n, d in doc["datasets"].items()
+            for kind, c in d["calibration"].items()
+        ]
         parts.append(
             f"**Beyond the paper, calibration of the classifiers** ({tag}):\n\n"
             + markdown_table(["dataset", "classifier", "accuracy", "ECE", "NLL of the true label"], rows, 4)
@@ -265,7 +292,7 @@ def update_readme(profile: str, readme: Path | None = None, root: Path | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cnfkit.report", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m cnfkit.repro.report", description=__doc__)
     p.add_argument("--profile", default="quick")
     p.add_argument("--print", action="store_true", help="print instead of updating README.md")
     a = p.parse_args(argv)
@@ -378,7 +405,8 @@ def write_tables(profile: str, root: Path = ROOT) -> list[Path]:
     for name, df in paper_tables(profile, root).items():
         header = [df.index.name or ""] + [str(c) for c in df.columns]
         rows = [
-            [idx] + [None if (isinstance(v, float) and math.isnan(v)) else v for v in row] for idx, row in zip(df.index, df.itertuples(index=False))
+            [idx] + [None if (isinstance(v, float) and math.isnan(v)) else v for v in row]
+            for idx, row in zip(df.index, df.itertuples(index=False))
         ]
         note = f"Reduced-scale run (profile {profile}); '-' = not produced yet.\n\n" if profile != "full" else ""
         (folder / f"{name}.md").write_text(note + markdown_table(header, rows, 4) + "\n")

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import nets
-from .flows import VectorFlow
-from .priors import DiagonalGaussian, gaussian_log_prob, standard_normal_log_prob
-from .utils import randn
+from .. import nets
+from ..flows import VectorFlow
+from ..priors import DiagonalGaussian, gaussian_log_prob, standard_normal_log_prob
+from ..utils import randn
 
 __all__ = [
     "EIGHT_MODE_CENTERS",
@@ -41,7 +41,16 @@ __all__ = [
 ]
 
 EIGHT_MODE_CENTERS = torch.tensor(
-    [(-2.4142, 1.0), (-1.0, 2.4142), (1.0, 2.4142), (2.4142, 1.0), (2.4142, -1.0), (1.0, -2.4142), (-1.0, -2.4142), (-2.4142, -1.0)]
+    [
+        (-2.4142, 1.0),
+        (-1.0, 2.4142),
+        (1.0, 2.4142),
+        (2.4142, 1.0),
+        (2.4142, -1.0),
+        (1.0, -2.4142),
+        (-1.0, -2.4142),
+        (-2.4142, -1.0),
+    ]
 )
 EIGHT_MODE_STD = 0.2
 _LOG_2PI = math.log(2 * math.pi)
@@ -62,7 +71,9 @@ def eight_modes_log_prob(x: Tensor, labels: Tensor) -> Tensor:
     return gaussian_log_prob(x, centers, torch.full_like(x, math.log(EIGHT_MODE_STD)))
 
 
-def rotating_modes(n: int, generator: torch.Generator | None = None, radius: float = 1.5, std: float = 0.25) -> tuple[Tensor, Tensor]:
+def rotating_modes(
+    n: int, generator: torch.Generator | None = None, radius: float = 1.5, std: float = 0.25
+) -> tuple[Tensor, Tensor]:
     """``x ~ U(-1, 1)``; ``y = +-radius * (cos(pi x / 2), sin(pi x / 2)) + std * noise``.
 
     Two modes whose axis turns by 90 degrees as x goes from -1 to 1.  Returns ``(x [n, 1], y [n, 2])``.
@@ -102,11 +113,15 @@ class LabelGaussianPrior(nn.Module):
         log_std = torch.full_like(y, math.log(self.noise))
         return standard_normal_log_prob(z) + gaussian_log_prob(y, context, log_std)
 
-    def sample(self, shape, context: Tensor | None, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, shape, context: Tensor | None, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
         if context is None:
             raise ValueError("LabelGaussianPrior needs a one-hot label context to sample")
         z = temperature * randn((shape[0], self.z_dim), generator=generator, dtype=context.dtype, device=context.device)
-        v = self.noise * randn((shape[0], self.label_dim), generator=generator, dtype=context.dtype, device=context.device)
+        v = self.noise * randn(
+            (shape[0], self.label_dim), generator=generator, dtype=context.dtype, device=context.device
+        )
         return torch.cat([z, context + temperature * v], dim=1)
 
 
@@ -121,7 +136,16 @@ def pad(x: Tensor, total_dim: int, noise: float, generator: torch.Generator | No
     return torch.cat([x, noise * eps], dim=1)
 
 
-def xiao_flow(x_dim: int, label_dim: int, z_dim: int, *, blocks: int = 8, hidden: int = 512, layers: int = 3, label_noise: float = 0.1) -> VectorFlow:
+def xiao_flow(
+    x_dim: int,
+    label_dim: int,
+    z_dim: int,
+    *,
+    blocks: int = 8,
+    hidden: int = 512,
+    layers: int = 3,
+    label_noise: float = 0.1,
+) -> VectorFlow:
     """Xiao et al.'s flow on ``D = z_dim + label_dim`` dims (x is zero-padded up to D).
 
     ``flow(pad(x), onehot)`` is their eq. 9: ``log N(z; 0, I) + log N(v; 0, eps^2 I) + log|det|``.
@@ -132,7 +156,7 @@ def xiao_flow(x_dim: int, label_dim: int, z_dim: int, *, blocks: int = 8, hidden
         raise ValueError(f"x ({x_dim} dims) must fit in z + label ({dim} dims)")
     return VectorFlow(
         dim,
-        cond_dim=label_dim,
+        context_dim=label_dim,
         blocks=blocks,
         hidden=hidden,
         layers=layers,
@@ -144,19 +168,30 @@ def xiao_flow(x_dim: int, label_dim: int, z_dim: int, *, blocks: int = 8, hidden
 class GaussianRegressor(nn.Module):
     """Factorized baseline ``p(y | x) = N(y; mu(x), diag sigma(x)^2)`` with an MLP for mu and log sigma."""
 
-    def __init__(self, dim: int, cond_dim: int, hidden: int = 128, layers: int = 3) -> None:
+    def __init__(self, dim: int, context_dim: int, hidden: int = 128, layers: int = 3) -> None:
         super().__init__()
-        self.dim, self.cond_dim = dim, cond_dim
-        self.density = DiagonalGaussian(dim, cond_dim, nets.net_factory("mlp", hidden=hidden, layers=layers))
+        self.dim, self.context_dim = dim, context_dim
+        self.density = DiagonalGaussian(dim, context_dim, nets.net_factory("mlp", hidden=hidden, layers=layers))
 
-    def log_prob(self, y: Tensor, x: Tensor) -> Tensor:
-        return self.density.log_prob(y, x)
+    def log_prob(self, y: Tensor, context: Tensor) -> Tensor:
+        return self.density.log_prob(y, context)
 
-    forward = log_prob
+    def forward(self, y: Tensor, context: Tensor) -> Tensor:
+        return self.log_prob(y, context)
 
     @torch.no_grad()
-    def sample(self, x: Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        return self.density.sample((x.shape[0], self.dim), x, temperature, generator)
+    def sample(
+        self,
+        context: Tensor,
+        *,
+        num_samples: int | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """One sample per row of ``context`` (``num_samples`` per row: rows ``i*n ... i*n+n-1`` for row ``i``)."""
+        if num_samples is not None:
+            context = context.repeat_interleave(num_samples, dim=0)
+        return self.density.sample((context.shape[0], self.dim), context, temperature, generator)
 
 
 def mmd_multiscale(a: Tensor, b: Tensor, widths: tuple[float, ...] = (0.05, 0.2, 0.9)) -> Tensor:
@@ -192,7 +227,14 @@ class INNWeights:
 
 
 def inn_loss(
-    flow: VectorFlow, x: Tensor, onehot: Tensor, t: float, w: INNWeights, z_dim: int, pad_noise: float, label_noise: float
+    flow: VectorFlow,
+    x: Tensor,
+    onehot: Tensor,
+    t: float,
+    w: INNWeights,
+    z_dim: int,
+    pad_noise: float,
+    label_noise: float,
 ) -> tuple[Tensor, dict[str, float]]:
     """The 4-term INN objective at training progress ``t``; returns the loss and its parts.
 

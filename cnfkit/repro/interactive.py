@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (cnfkit/repro/ is two levels down)
 
 __all__ = ["checkpoint_dir", "live_widgets", "slider"]
 
@@ -59,13 +59,23 @@ def _show(obj: Any) -> None:
         plt.close(obj)
 
 
-def slider(render: Callable[[float], Any], value: float, minimum: float, maximum: float, step: float, description: str, live: bool | None = None):
+def slider(
+    render: Callable[[float], Any],
+    value: float,
+    minimum: float,
+    maximum: float,
+    step: float,
+    description: str,
+    live: bool | None = None,
+):
     """Display ``render(value)`` (a matplotlib figure or anything IPython displays) under a slider.
 
     ``live``: ``None`` decides with :func:`live_widgets`.  Returns the widget box when live, else
     ``None`` (after displaying the static figure)."""
     if not minimum <= value <= maximum or step <= 0:
-        raise ValueError(f"slider needs minimum <= value <= maximum and step > 0, got {minimum}, {value}, {maximum}, {step}")
+        raise ValueError(
+            f"slider needs minimum <= value <= maximum and step > 0, got {minimum}, {value}, {maximum}, {step}"
+        )
     if not (live_widgets() if live is None else live):
         _show(render(value))
         return None

@@ -1,4 +1,4 @@
-"""``python -m cnfkit.reproduce --profile quick``: run every numbered notebook with papermill.
+"""``python -m cnfkit.repro.reproduce --profile quick``: run every numbered notebook with papermill.
 
 Each ``notebooks/NN_*.ipynb`` runs in order with the parameters ``profile``, ``data_root``,
 ``data_mirror``, ``results_dir``, ``device`` and ``checkpoint_dir`` injected; its executed copy goes to
@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from .data import data_root, mirror_root
+from ..data import data_root, mirror_root
 from .profiles import resolve_profile
 from .results import git_commit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (cnfkit/repro/ is two levels down)
 
 
 def _sources_digest() -> str:
@@ -44,7 +44,9 @@ def sanitize_notebook(path: Path, root: Path = ROOT) -> None:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            cell.outputs = [
+                o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+            ]
     text = nbformat.writes(nb)
     text = text.replace(str(root), "<repo>").replace(str(root.parent), "<repo>/..").replace(str(Path.home()), "~")
     path.write_text(text)
@@ -71,12 +73,13 @@ def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
 
 
 def write_tiny_imagenet(data_dir: Path, n_train: int = 64, n_valid: int = 16) -> list[Path]:
-    """Tiny ImageNet32/64 PNG releases in the official layout (random images), for a dry run where ImageNet is absent."""
+    """Tiny ImageNet32/64 PNG releases in the official layout (random images), for a dry run where ImageNet is
+    absent."""
     import numpy as np
     from PIL import Image
 
-    from .data import DatasetError
-    from .data.imagenet import find_release_dir
+    from ..data import DatasetError
+    from ..data.imagenet import find_release_dir
 
     written = []
     rng = np.random.default_rng(0)
@@ -97,7 +100,12 @@ def write_tiny_imagenet(data_dir: Path, n_train: int = 64, n_valid: int = 16) ->
 
 
 def run(
-    profile: str | None = None, only: list[str] | None = None, force: bool = False, root: Path = ROOT, device: str = "auto", dry_run: bool = False
+    profile: str | None = None,
+    only: list[str] | None = None,
+    force: bool = False,
+    root: Path = ROOT,
+    device: str = "auto",
+    dry_run: bool = False,
 ) -> int:
     """Run the numbered notebooks of ``root/notebooks`` into ``root/results/<profile>``; 0 on success.
 
@@ -135,7 +143,8 @@ def run(
     if only is not None:
         if not only:
             print(
-                f"--only needs at least one notebook name or number prefix (e.g. --only 03 04); valid: {', '.join(nb.stem for nb in available)}",
+                "--only needs at least one notebook name or number prefix (e.g. --only 03 04); valid: "
+                f"{', '.join(nb.stem for nb in available)}",
                 file=sys.stderr,
             )
             return 2
@@ -154,7 +163,9 @@ def run(
     for nb in todo:
         declared = pm.inspect_notebook(str(nb))  # inject only what the notebook's parameters cell declares
         nb_params = {k: v for k, v in params.items() if k in declared}
-        key = hashlib.sha256(nb.read_bytes() + digest.encode() + json.dumps(nb_params, sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(
+            nb.read_bytes() + digest.encode() + json.dumps(nb_params, sort_keys=True).encode()
+        ).hexdigest()
         stamp = stamps / (nb.stem + ".json")
         executed = out / "notebooks" / nb.name
         if not force and stamp.exists() and executed.exists() and json.loads(stamp.read_text()).get("key") == key:
@@ -168,23 +179,31 @@ def run(
             pm.execute_notebook(str(nb), str(executed), parameters=nb_params, cwd=str(nb.parent), progress_bar=True)
         except pm.PapermillExecutionError as exc:
             print(
-                f"\nFAILED: {nb.name}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\nthe executed notebook with the error is {executed}",
+                f"\nFAILED: {nb.name}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\nthe executed notebook with "
+                f"the error is {executed}",
                 file=sys.stderr,
             )
             return 1
-        except Exception as exc:  # noqa: BLE001 - the kernel died (OOM killer, kill -9), timed out or could not start: report, never a traceback
+        # the kernel died (OOM killer, kill -9), timed out or could not start: report, never a traceback
+        except Exception as exc:  # noqa: BLE001
             cell = _running_cell(executed)
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
             if type(exc).__name__ == "DeadKernelError":
                 reason += " (the kernel died: out of memory, killed, or crashed)"
-            print(f"\nFAILED: {nb.name}, cell {cell} ({reason})\nthe partially executed notebook is {executed}", file=sys.stderr)
+            print(
+                f"\nFAILED: {nb.name}, cell {cell} ({reason})\nthe partially executed notebook is {executed}",
+                file=sys.stderr,
+            )
             return 1
         sanitize_notebook(executed, root)
         wall = round(time.perf_counter() - t0, 1)
         stamp.write_text(json.dumps({"key": key, "wall_time_s": wall}) + "\n")
         timings_path = out / "notebook_times.json"  # wall time of each notebook's last complete run
         timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-        timings[nb.stem] = {"wall_time_s": wall, "git_commit": git_commit()}  # the device each experiment ran on is in its JSON provenance
+        timings[nb.stem] = {
+            "wall_time_s": wall,
+            "git_commit": git_commit(),
+        }  # the device each experiment ran on is in its JSON provenance
         timings_path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
         print(f"[done] {nb.name} in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -206,8 +225,13 @@ def refresh_committed(root: Path = ROOT, only: list[str] | None = None) -> int:
             out = Path(tmp) / nb.name
             try:
                 pm.execute_notebook(str(nb), str(out), cwd=str(nb.parent), progress_bar=False)
-            except Exception as exc:  # noqa: BLE001 - a failing cell or a dead kernel: report it, keep the committed notebook
-                print(f"FAILED: {nb.name} ({type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''})", file=sys.stderr)
+            # a failing cell or a dead kernel: report it, keep the committed notebook
+            except Exception as exc:  # noqa: BLE001
+                print(
+                    f"FAILED: {nb.name} ({type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''})",
+                    file=sys.stderr,
+                )
                 return 1
             sanitize_notebook(out, root)
             shutil.copyfile(out, nb)
@@ -215,23 +239,33 @@ def refresh_committed(root: Path = ROOT, only: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cnfkit.reproduce", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m cnfkit.repro.reproduce", description=__doc__)
     p.add_argument("--profile", default=None, help="smoke, quick or full (default: full with CUDA, else quick)")
-    p.add_argument("--only", nargs="*", default=None, help="run only notebooks whose names start with these prefixes (at least one)")
-    p.add_argument("--force", action="store_true", help="re-run notebooks even if their outputs are current")
-    p.add_argument("--device", default="auto", help="where models train and run: auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument(
-        "--dry-run", action="store_true", help="the profile's architecture with capped steps and evaluation sets, into results/<profile>-dry-run/"
+        "--only",
+        nargs="*",
+        default=None,
+        help="run only notebooks whose names start with these prefixes (at least one)",
+    )
+    p.add_argument("--force", action="store_true", help="re-run notebooks even if their outputs are current")
+    p.add_argument(
+        "--device", default="auto", help="where models train and run: auto (CUDA when available), cpu, cuda, cuda:N"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the profile's architecture with capped steps and evaluation sets, into results/<profile>-dry-run/",
     )
     p.add_argument(
         "--refresh-committed",
         action="store_true",
-        help="re-execute notebooks/*.ipynb in place with their defaults (smoke) and sanitise them: the outputs nbval checks",
+        help="re-execute notebooks/*.ipynb in place with their defaults (smoke) and sanitise them: "
+        "the outputs nbval checks",
     )
     a = p.parse_args(argv)
     if a.refresh_committed:
         return refresh_committed(only=a.only)
-    from .utils import resolve_device
+    from ..utils import resolve_device
 
     resolve_device(a.device)  # an unavailable device fails here, not in the middle of a notebook
     return run(a.profile, a.only, a.force, device=a.device, dry_run=a.dry_run)
