@@ -284,6 +284,21 @@ def test_sampling_from_precomputed_features_matches():
     torch.testing.assert_close(a, b)
 
 
+def test_vector_flow_samples_from_precomputed_features_and_refuses_a_size():
+    """The one sampler serves both flows: a vector flow's conditioner output replaces its context too."""
+    conditioner = torch.nn.Linear(3, 2).double()
+    flow = VectorFlow(4, context_dim=2, conditioner=conditioner, blocks=2, hidden=8).double()
+    c = torch.randn(3, 3, dtype=torch.float64)
+    a = flow.sample(c, num_samples=2, generator=torch.Generator().manual_seed(5))
+    b = flow.sample(features=flow.conditioning(c), num_samples=2, generator=torch.Generator().manual_seed(5))
+    assert a.shape == (6, 4)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="context features must have shape"):
+        flow.sample(features=torch.randn(3, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="no spatial size"):
+        flow.sample(c, size=(4, 4))
+
+
 @pytest.mark.parametrize("kind", ["glow", "instance", "mlp", "other"])
 def test_shared_context_is_the_concatenated_context(kind):
     """run_with_context with a Shared context = the network on [x, repeated context] (float64)."""

@@ -96,3 +96,51 @@ def test_one_name_for_the_condition():
             if isinstance(node, ast.arg) and node.arg in words or isinstance(node, ast.Name) and node.id in words:
                 hits.append(f"{p.relative_to(PACKAGE)}:{node.lineno}")
     assert not hits, hits
+
+
+def test_one_keyword_order_for_every_sample():
+    """``sample(context, *, num_samples, temperature, generator, ...)``: the context first, the rest by keyword only."""
+    import inspect
+
+    from cnfkit import ConditionalFlow, VectorFlow
+    from cnfkit.models.segmentation import FactoredBernoulli, SegmentationCNF
+    from cnfkit.models.superres import SRFlow
+    from cnfkit.models.toy import GaussianRegressor
+
+    for cls in (ConditionalFlow, VectorFlow, SegmentationCNF, SRFlow, FactoredBernoulli, GaussianRegressor):
+        params = list(inspect.signature(cls.sample).parameters.values())[1:]  # after self
+        assert params[0].name == "context", cls
+        assert all(p.kind is p.KEYWORD_ONLY for p in params[1:]), f"{cls.__name__}.sample: {params}"
+        names = [p.name for p in params[1:]]
+        assert names[: len({"num_samples", "temperature", "generator"} & set(names))] == [
+            n for n in ("num_samples", "temperature", "generator") if n in names
+        ], f"{cls.__name__}.sample keyword order: {names}"
+        assert "num_samples" in names and "generator" in names, cls
+
+
+def test_results_name_the_configs_seeds():
+    from dataclasses import dataclass
+
+    from cnfkit.config import Config
+    from cnfkit.experiments.common import checkpoint_path, config_seeds
+
+    @dataclass(frozen=True)
+    class One(Config):
+        seed: int = 3
+
+    @dataclass(frozen=True)
+    class Many(Config):
+        seeds: tuple[int, ...] = (0, 1, 2)
+        nonnegative = frozenset({"seeds"})
+
+    @dataclass(frozen=True)
+    class NoSeed(Config):
+        steps: int = 1
+
+    assert config_seeds(One()) == [3] and config_seeds(Many()) == [0, 1, 2]
+    with pytest.raises(TypeError, match="names no seed"):
+        config_seeds(NoSeed())  # never an invented seed 0
+    assert checkpoint_path(None, "drive", One()) is None
+    assert checkpoint_path("ck", "drive", One(), "cnf", "seed0") == Path(
+        "ck", f"drive-{One().digest()}", "cnf", "seed0"
+    )

@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 EXIT_PREEMPTED = 75
 
@@ -67,3 +68,13 @@ def main(experiment: str, train: Callable[..., object], argv: list[str] | None =
     if rank == 0:
         print(f"{experiment} ({a.profile}): training complete; checkpoints in {os.path.abspath(a.checkpoint_dir)}")
     return 0
+
+
+def command_line(experiment: str, config: Callable[[str], Any], run: Callable[..., Any]) -> int:
+    """A driver's ``__main__`` tail: :func:`main` with ``train`` = every model of the experiment,
+    ``run(config(profile), progress=..., device=..., checkpoint_dir=..., train_only=True)``."""
+
+    def train(profile: str, checkpoint_dir: str, device, progress: bool) -> None:
+        run(config(profile), progress=progress, device=device, checkpoint_dir=checkpoint_dir, train_only=True)
+
+    return main(experiment, train)

@@ -1,11 +1,11 @@
-"""What the experiment drivers share: where a run's checkpoints go, how a results JSON is written,
-and the command-line tail (``python -m cnfkit.experiments.<name>``)."""
+"""What the experiment drivers share: how they run (:class:`RunOptions`), where a run's checkpoints go
+(:func:`checkpoint_path`) and how a notebook's results JSON is written (:class:`Run`).  The command-line
+tail (``python -m cnfkit.experiments.<name>``) is :func:`cnfkit.experiments.cli.command_line`."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from ..config import Config
 from ..repro.results import save_json
 from ..utils import PhaseTimer
 
-__all__ = ["Run", "RunOptions", "checkpoint_path", "command_line"]
+__all__ = ["Run", "RunOptions", "checkpoint_path", "config_seeds"]
 
 PathLike = str | os.PathLike
 
@@ -40,6 +40,18 @@ def checkpoint_path(checkpoint_dir: PathLike | None, experiment: str, cfg: Confi
     return Path(checkpoint_dir, f"{experiment}-{cfg.digest()}", *parts)
 
 
+def config_seeds(cfg: Config) -> list[int]:
+    """The training seeds a configuration names: its ``seeds`` tuple, or its one ``seed``."""
+    seeds = getattr(cfg, "seeds", None)
+    if seeds is None:
+        if not hasattr(cfg, "seed"):
+            raise TypeError(
+                f"{type(cfg).__name__} names no seed (neither 'seeds' nor 'seed'): a results file needs them"
+            )
+        seeds = (cfg.seed,)
+    return list(seeds)
+
+
 class Run:
     """One notebook's run of an experiment: its wall-clock start, its phase timer and its results file.
 
@@ -53,24 +65,12 @@ class Run:
         self.t_start = time.perf_counter()
 
     def save(self, name: str, payload: dict[str, Any], cfg: Config, datasets: dict[str, str] | None = None) -> Path:
-        seeds = getattr(cfg, "seeds", None) or [getattr(cfg, "seed", 0)]
         return save_json(
             self.out_dir / f"{name}.json",
             {"config": cfg, **payload},
             profile=self.profile,
-            seeds=list(seeds),
+            seeds=config_seeds(cfg),
             wall_time_s=time.perf_counter() - self.t_start,
             phases=self.timer,
             datasets=datasets,
         )
-
-
-def command_line(experiment: str, config: Callable[[str], Any], run: Callable[..., Any]) -> int:
-    """The drivers' ``__main__`` tail: parse the common options and train every model of ``experiment``
-    (``run(cfg, progress=..., device=..., checkpoint_dir=..., train_only=True)``) under torchrun or alone."""
-    from .cli import main
-
-    def train(profile: str, checkpoint_dir: str, device, progress: bool) -> None:
-        run(config(profile), progress=progress, device=device, checkpoint_dir=checkpoint_dir, train_only=True)
-
-    return main(experiment, train)

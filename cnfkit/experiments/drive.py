@@ -37,7 +37,8 @@ from ..repro.profiles import Config, ConfigError, select
 from ..repro.results import curve_summary, phase
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
-from .common import checkpoint_path, command_line
+from .cli import command_line
+from .common import RunOptions, checkpoint_path
 
 __all__ = [
     "BPD_DEFINITION",
@@ -167,20 +168,15 @@ def _loss(name: str):
 
 
 def train_model(
-    name: str,
-    train: DriveSplit,
-    cfg: DriveConfig,
-    seed: int,
-    progress: bool = True,
-    checkpoint_dir=None,
-    device: str | None = None,
-    timer=None,
+    name: str, train: DriveSplit, cfg: DriveConfig, seed: int, opts: RunOptions | None = None
 ) -> tuple[SegmentationCNF | FactoredBernoulli, float, dict[str, float] | None]:
-    """Train one model on ``device`` (``None``: CUDA when available); it stays there, in eval mode.
+    """Train one model on ``opts.device`` (``None``: CUDA when available); it stays there, in eval mode.
     Returns ``(model, training wall time, where its learning curve ended)``
     (:func:`cnfkit.repro.results.curve_summary`).
 
-    With ``checkpoint_dir`` an interrupted run resumes and a finished one is reloaded."""
+    With ``opts.checkpoint_dir`` (checkpoints in ``<dir>/drive-<config digest>/<model>/seed<k>/``) an
+    interrupted run resumes and a finished one is reloaded."""
+    opts = opts or RunOptions()
     torch.manual_seed(seed)
     model = build_model(name, cfg)
     history, wall = train_steps(
@@ -190,14 +186,14 @@ def train_model(
         steps=cfg.steps,
         lr=cfg.lr,
         seed=seed,
-        checkpoint_dir=checkpoint_dir,
-        progress=progress,
+        checkpoint_dir=checkpoint_path(opts.checkpoint_dir, "drive", cfg, name, f"seed{seed}"),
+        progress=opts.progress,
         desc=f"drive/{name}/seed{seed}",
-        device=device,
+        device=opts.device,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         autocast=cfg.autocast,
-        timer=timer,
+        timer=opts.timer,
         fingerprint={"experiment": "drive", "model": name, "seed": seed, "config": cfg.to_dict()},
     )
     return model.eval(), wall, curve_summary(history)
@@ -352,12 +348,12 @@ def run(
     ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
     checkpoints in ``<dir>/drive-<config digest>/<model>/seed<k>/`` (resume an interrupted run, reuse a finished
     one)."""
+    opts = RunOptions(progress, device, timer, checkpoint_dir)
     train, test = data if data is not None else (load_drive("training"), load_drive("test"))
     out: dict[str, Any] = {"runs": {m: [] for m in models}, "summary": {}}
     for name in models:
         for seed in cfg.seeds:
-            ckpt = checkpoint_path(checkpoint_dir, "drive", cfg, name, f"seed{seed}")
-            model, wall, curve = train_model(name, train, cfg, seed, progress, ckpt, device, timer)
+            model, wall, curve = train_model(name, train, cfg, seed, opts)
             if train_only:  # training only (the command line under torchrun)
                 continue
             with phase(timer, "evaluation"):

@@ -30,7 +30,8 @@ from ..repro.profiles import Config, select
 from ..repro.results import curve_summary
 from ..train import EpochSampler, train_steps
 from ..utils import PhaseTimer, phase
-from .common import RunOptions, checkpoint_path, command_line
+from .cli import command_line
+from .common import RunOptions, checkpoint_path
 
 __all__ = [
     "CONFIGS",
@@ -267,10 +268,9 @@ def run_dataset(
     curves: dict[str, Any] = {}
     torch.manual_seed(cfg.seed)
     ae = ConvAutoencoder(cfg.latent_dim)
-    ae_loss = lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[0], reduction="sum") / b[0].shape[0]
     times["autoencoder"], curves["autoencoder"] = _train(
         ae,
-        ae_loss,
+        _loss("autoencoder", cfg),
         (x_tr,),
         batch=cfg.ae_batch,
         epochs=cfg.ae_epochs,
@@ -290,7 +290,7 @@ def run_dataset(
         torch.manual_seed(cfg.seed)
         flows[key] = model = build_xiao_flow(cfg) if key == "xiao_flow" else build_cnf(cfg)
         times[key], curves[key] = _train(
-            model, _flow_loss(key, cfg), (s_tr, onehot), batch=cfg.flow_batch, epochs=cfg.flow_epochs,
+            model, _loss(key, cfg), (s_tr, onehot), batch=cfg.flow_batch, epochs=cfg.flow_epochs,
             lr=cfg.flow_lr, cfg=cfg, desc=f"{name}/{desc}", opts=opts,
         )  # fmt: skip
     flow, cnf = flows["xiao_flow"], flows["cnf"]
@@ -339,8 +339,12 @@ def build_cnf(cfg: MNISTConfig) -> VectorFlow:
     )
 
 
-def _flow_loss(key: str, cfg: MNISTConfig):
-    if key == "xiao_flow":  # the flow maps [u, 0 + noise] to [z, label + noise]
+def _loss(model: str, cfg: MNISTConfig):
+    """The training loss of ``model``: the auto-encoder's reconstruction (Bernoulli, nats per image), or a flow's
+    negative log-likelihood (Xiao et al.'s flow maps ``[u, 0 + noise]`` to ``[z, label + noise]``)."""
+    if model == "autoencoder":
+        return lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[0], reduction="sum") / b[0].shape[0]
+    if model == "xiao_flow":
         dim = cfg.latent_dim + cfg.label_dim
         return lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean()
     return lambda m, b: -m(b[0], b[1]).mean()

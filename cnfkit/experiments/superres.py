@@ -36,7 +36,8 @@ from ..repro.profiles import Config, ConfigError, select
 from ..repro.results import curve_summary, phase
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
-from .common import checkpoint_path, command_line
+from .cli import command_line
+from .common import checkpoint_path
 
 __all__ = [
     "CONFIGS",

@@ -24,7 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+
+from .distributed import rank_and_world
 
 __all__ = [
     "CheckpointError",
@@ -200,13 +203,9 @@ def run_fingerprints(
 ) -> dict[str, Any]:
     """What identifies a training run: its configuration, the model's structure, the data (gathered from every
     rank under DDP, one entry when all ranks agree) and the caller's fingerprint, as JSON-comparable values."""
-    from .distributed import rank_and_world
-
     data: list[Any] = [data_fingerprint(batches)]
     _, world = rank_and_world()
     if world > 1:
-        import torch.distributed as dist
-
         data = [None] * world
         dist.all_gather_object(data, data_fingerprint(batches))
     if len(set(data)) == 1:  # the same data on every rank (e.g. an EpochSampler): independent of the world size
