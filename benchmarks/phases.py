@@ -342,9 +342,9 @@ def markdown(rows: list[dict], peak: dict) -> str:
             )
             continue
         lines.append(
-            f"| {r['experiment']} | {r['phase']} | {r['profile']} | {r['device']} | {r['dtype']} | {r['seconds']:.4f} "
-            "| "
-            f"{r['gflop']:.2f} | {r['gflops']:.1f} | {r['ratio_to_limit']} | {r['peak_mem_mb']:.0f} | {r['workload']} |"
+            f"| {r['experiment']} | {r['phase']} | {r['profile']} | {r['device']} | {r['dtype']} "
+            f"| {r['seconds']:.4f} | {r['gflop']:.2f} | {r['gflops']:.1f} | {r['ratio_to_limit']} "
+            f"| {r['peak_mem_mb']:.0f} | {r['workload']} |"
         )
     return "\n".join(lines) + "\n"
 

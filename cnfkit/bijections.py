@@ -170,9 +170,8 @@ class ActNorm(Bijection):
         if degenerate.any():
             warnings.warn(
                 f"ActNorm({self.channels}): {int(degenerate.sum())} channel(s) are constant in the initialisation "
-                "batch "
-                f"({n_per_channel} value(s) per channel); they keep scale 1. Initialise from a larger, varied batch "
-                "(e.g. the first training batch) for data-dependent scales.",
+                f"batch ({n_per_channel} value(s) per channel); they keep scale 1. Initialise from a larger, varied "
+                "batch (e.g. the first training batch) for data-dependent scales.",
                 RuntimeWarning,
                 stacklevel=3,
             )

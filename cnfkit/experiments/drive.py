@@ -33,6 +33,7 @@ from ..data.drive import DriveSplit, load_drive, random_affine
 from ..data.transforms import crop_to, pad_to_multiple
 from ..metrics import f_score, max_f_score, pr_curve, precision_recall
 from ..models.segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
+from ..repro.paper import paper_numbers
 from ..repro.profiles import Config, ConfigError, select
 from ..repro.results import curve_summary, phase
 from ..train import EpochSampler, train_steps
@@ -211,6 +212,44 @@ def _chunks(n: int, size: int):
 
 
 @torch.no_grad()
+def _test_bits(model: SegmentationCNF | FactoredBernoulli, x: Tensor, y: Tensor, cfg: DriveConfig, seed: int) -> Tensor:
+    """Bits/dim of each test image's whole padded label map (:data:`BPD_DEFINITION`), ``cfg.eval_batch`` at a time."""
+    dev = module_device(model)
+    y_pad, _ = pad_to_multiple(y, 4)
+    n, n_pixels = x.shape[0], y_pad[0].numel()  # every model scores the same padded map
+    bits = torch.empty(n, dtype=torch.float64)
+    for rows in _chunks(n, cfg.eval_batch):
+        xb, yb = x[rows.start : rows.stop].to(dev), y_pad[rows.start : rows.stop].to(dev)
+        if isinstance(model, FactoredBernoulli):
+            ll = weighted_bernoulli_log_likelihood(model.logits(xb), yb, cfg.beta)
+        else:
+            ll = model(yb, xb, generator=row_generators(seed, [(i, "dequantization") for i in rows], "drive-eval"))
+        bits[rows.start : rows.stop] = (-ll.double() / math.log(2) / n_pixels).cpu()
+    return bits
+
+
+def _soft_map_and_samples(
+    model: SegmentationCNF | FactoredBernoulli, xi: Tensor, i: int, cfg: DriveConfig, seed: int
+) -> tuple[Tensor, list[Tensor]]:
+    """Image ``i``'s soft map (the mean of ``cfg.n_samples`` CNF samples, or the factored model's p) and its
+    first ``cfg.n_scatter`` binary samples (on the CPU), ``cfg.eval_batch`` draws per call."""
+    dev, hw = xi.device, (xi.shape[-2], xi.shape[-1])
+    factored = isinstance(model, FactoredBernoulli)
+    n_draws = cfg.n_scatter if factored else max(cfg.n_samples, cfg.n_scatter)
+    feats = None if isinstance(model, FactoredBernoulli) else model.conditioning(xi)
+    p = model.soft_map(xi) if isinstance(model, FactoredBernoulli) else None
+    total, kept = torch.zeros((1, 1, *hw), device=dev), list[Tensor]()
+    for js in _chunks(n_draws, cfg.eval_batch):
+        gens = row_generators(seed, [(i, j) for j in js], "drive-eval")
+        if isinstance(model, FactoredBernoulli):
+            d = model.sample(None, num_samples=len(js), generator=gens, probs=p)
+        else:
+            d = model.sample(None, num_samples=len(js), generator=gens, features=feats, size=hw)
+        total += d[: max(0, min(cfg.n_samples, js.stop) - js.start)].sum(0, keepdim=True)
+        kept.extend(d[: max(0, min(cfg.n_scatter, js.stop) - js.start)].cpu())
+    return (p if p is not None else total / cfg.n_samples), kept
+
+
 def evaluate(
     name: str, model: SegmentationCNF | FactoredBernoulli, test: DriveSplit, cfg: DriveConfig, seed: int
 ) -> dict[str, Any]:
@@ -224,36 +263,12 @@ def evaluate(
     the precision/recall scatter.  The model runs where its parameters are; soft maps come back to the CPU."""
     dev = module_device(model)
     x, y, mask, size = _test_tensors(test, cfg)
-    y_pad, _ = pad_to_multiple(y, 4)
-    n, n_pixels = x.shape[0], y_pad[0].numel()  # every model scores the same padded map: see BPD_DEFINITION
-    bits = torch.empty(n, dtype=torch.float64)
-    for rows in _chunks(n, cfg.eval_batch):
-        xb, yb = x[rows.start : rows.stop].to(dev), y_pad[rows.start : rows.stop].to(dev)
-        if isinstance(model, FactoredBernoulli):
-            ll = weighted_bernoulli_log_likelihood(model.logits(xb), yb, cfg.beta)
-        else:
-            ll = model(yb, xb, generator=row_generators(seed, [(i, "dequantization") for i in rows], "drive-eval"))
-        bits[rows.start : rows.stop] = (-ll.double() / math.log(2) / n_pixels).cpu()
-    factored = isinstance(model, FactoredBernoulli)
-    n_draws = cfg.n_scatter if factored else max(cfg.n_samples, cfg.n_scatter)
+    bits = _test_bits(model, x, y, cfg, seed)
     soft: list[Tensor] = []
     scatter: list[tuple[float, float]] = []
     samples: list[Tensor] = []
-    for i in range(n):
-        xi = x[i : i + 1].to(dev)
-        hw = (xi.shape[-2], xi.shape[-1])
-        feats = None if isinstance(model, FactoredBernoulli) else model.conditioning(xi)
-        p = model.soft_map(xi) if isinstance(model, FactoredBernoulli) else None
-        total, kept = torch.zeros((1, 1, *hw), device=dev), list[Tensor]()
-        for js in _chunks(n_draws, cfg.eval_batch):
-            gens = row_generators(seed, [(i, j) for j in js], "drive-eval")
-            if isinstance(model, FactoredBernoulli):
-                d = model.sample(None, num_samples=len(js), generator=gens, probs=p)
-            else:
-                d = model.sample(None, generator=gens, features=feats, num_samples=len(js), size=hw)
-            total += d[: max(0, min(cfg.n_samples, js.stop) - js.start)].sum(0, keepdim=True)
-            kept.extend(d[: max(0, min(cfg.n_scatter, js.stop) - js.start)].cpu())
-        s = p if p is not None else total / cfg.n_samples
+    for i in range(x.shape[0]):
+        s, kept = _soft_map_and_samples(model, x[i : i + 1].to(dev), i, cfg, seed)
         soft.append(crop_to(s, size).cpu())
         kept = [crop_to(d[None], size)[0] for d in kept]
         samples.append(torch.stack(kept))
@@ -350,6 +365,7 @@ def run(
     one)."""
     opts = RunOptions(progress, device, timer, checkpoint_dir)
     train, test = data if data is not None else (load_drive("training"), load_drive("test"))
+    human = None if train_only or test.second is None else human_observer(test, cfg)
     out: dict[str, Any] = {"runs": {m: [] for m in models}, "summary": {}}
     for name in models:
         for seed in cfg.seeds:
@@ -358,55 +374,48 @@ def run(
                 continue
             with phase(timer, "evaluation"):
                 ev = evaluate(name, model, test, cfg, seed)
-                human = human_observer(test, cfg)["sample_precision_recall"] if test.second is not None else None
-                ev["probabilistic"] = probabilistic_evaluation(name, ev, test, cfg, human)
-            ev["train_time_s"] = wall
-            ev["learning_curve"] = curve
-            out["runs"][name].append(ev)
-        runs = out["runs"][name]
-        if not runs:
-            continue
-        out["summary"][name] = {
-            "bpd": float(np.mean([r["bpd"] for r in runs])),
-            "bpd_std": float(np.std([r["bpd"] for r in runs])),
-            "f_score": float(np.mean([r["max_f_score"] for r in runs])),
-            "f_score_std": float(np.std([r["max_f_score"] for r in runs])),
-            "train_time_s": float(np.mean([r["train_time_s"] for r in runs])),
-            "seeds": list(cfg.seeds),
-        }
+                points = None if human is None else human["sample_precision_recall"]
+                ev["probabilistic"] = probabilistic_evaluation(name, ev, test, cfg, points)
+            out["runs"][name].append({**ev, "train_time_s": wall, "learning_curve": curve})
+        if out["runs"][name]:
+            out["summary"][name] = _summary(out["runs"][name], cfg)
     if train_only:
         return out
-    if test.second is not None:
-        out["human"] = human_observer(test, cfg)
-        n = min(cfg.test_images, len(test))
-        from ..probabilistic import iou_distance, vessel_width
-
-        out["human"]["ged_between_annotators"] = float(
-            iou_distance(test.labels[:n] * test.masks[:n], test.second[:n] * test.masks[:n]).mean()
-        )
-        out["human"]["vessel_width_annotation"] = float(
-            np.mean([vessel_width(test.labels[i, 0] * test.masks[i, 0]) for i in range(n)])
-        )
-        out["human"]["vessel_width_second_observer"] = float(
-            np.mean([vessel_width(test.second[i, 0] * test.masks[i, 0]) for i in range(n)])
-        )
-    for name in models:  # the beyond-paper metrics of the first seed, by key (drive.json)
-        first = out["runs"][name][0]["probabilistic"]
-        out["summary"][name].update(
-            {
-                k: first[k]
-                for k in (
-                    "calibration",
-                    "pr_distance_to_human",
-                    "ged",
-                    "sample_diversity",
-                    "vessel_width",
-                    "uncertainty_auroc",
-                )
-                if k in first
-            }
-        )
+    if human is not None:
+        out["human"] = {**human, **_annotator_agreement(test, cfg)}
     return out
+
+
+BEYOND_PAPER = ("calibration", "pr_distance_to_human", "ged", "sample_diversity", "vessel_width", "uncertainty_auroc")
+"""The beyond-paper metrics each model's summary carries (those of its first seed)."""
+
+
+def _summary(runs: list[dict[str, Any]], cfg: DriveConfig) -> dict[str, Any]:
+    """One model over its seeds: mean and std of bits/dim and max F-score, and its first seed's beyond-paper metrics."""
+    first = runs[0]["probabilistic"]
+    return {
+        "bpd": float(np.mean([r["bpd"] for r in runs])),
+        "bpd_std": float(np.std([r["bpd"] for r in runs])),
+        "f_score": float(np.mean([r["max_f_score"] for r in runs])),
+        "f_score_std": float(np.std([r["max_f_score"] for r in runs])),
+        "train_time_s": float(np.mean([r["train_time_s"] for r in runs])),
+        "seeds": list(cfg.seeds),
+        **{k: first[k] for k in BEYOND_PAPER if k in first},
+    }
+
+
+def _annotator_agreement(test: DriveSplit, cfg: DriveConfig) -> dict[str, float]:
+    """How the two graders differ: mean 1 - IoU of their maps and the mean vessel width of each (inside the FOV)."""
+    from ..probabilistic import iou_distance, vessel_width
+
+    assert test.second is not None  # human_observer checked it
+    n = min(cfg.test_images, len(test))
+    labels, second = test.labels[:n] * test.masks[:n], test.second[:n] * test.masks[:n]
+    return {
+        "ged_between_annotators": float(iou_distance(labels, second).mean()),
+        "vessel_width_annotation": float(np.mean([vessel_width(labels[i, 0]) for i in range(n)])),
+        "vessel_width_second_observer": float(np.mean([vessel_width(second[i, 0]) for i in range(n)])),
+    }
 
 
 def json_payload(result: dict[str, Any]) -> dict[str, Any]:
@@ -419,35 +428,36 @@ def json_payload(result: dict[str, Any]) -> dict[str, Any]:
 
 
 PAPER_KEYS = {"factored": "Factored", "cnf_uniform": "CNF Uniform", "cnf": "CNF"}
-CITED = ("SE", "LD", "Wavelets", "Human", "HED", "KB", "N4", "DRIU")
 
 
-def paper_table(result: dict[str, Any], profile: str):
-    """Table 3: bits/dim and max F-score, "paper" next to "ours" (mean +- std over seeds; the cited
-    methods' F-scores as the paper gives them, the second observer's computed from DRIVE)."""
+def paper_table(payload: dict[str, Any] | None, profile: str):
+    """Winkler et al. Table 3, bits/dim and max F-score: "paper" next to "ours" (mean +- std over seeds; the
+    cited methods' F-scores as the paper gives them, the second observer's computed from DRIVE), from a results
+    payload (:func:`results_payload`) or :func:`run`'s result."""
     import pandas as pd
 
-    from ..repro.paper import paper_numbers
-
-    paper = paper_numbers("winkler_table3_drive")
-    ours_bpd, ours_f = f"ours ({profile}) bpd", f"ours ({profile}) F"
+    p3, ours = paper_numbers("winkler_table3_drive"), f"ours ({profile})"
     rows = []
-    for name in CITED:
-        human = name == "Human"
-        label = name + (" (2nd observer; ours computed from DRIVE)" if human else " (cited)")
-        ours = result["human"]["f_score"] if human and result.get("human") else None
-        rows.append(
-            {"model": label, "paper bpd": None, "paper F": paper[name]["f_score"], ours_bpd: None, ours_f: ours}
-        )
-    for name, key in PAPER_KEYS.items():
-        s = result["summary"][name]
+    for name in p3["_cited"]:
+        ours_f = payload["human"]["f_score"] if (payload and name == "Human" and payload.get("human")) else None
         rows.append(
             {
-                "model": key,
-                "paper bpd": paper[key]["bpd"],
-                "paper F": paper[key]["f_score"],
-                ours_bpd: f"{s['bpd']:.4f} ± {s['bpd_std']:.4f}",
-                ours_f: f"{s['f_score']:.3f} ± {s['f_score_std']:.3f}",
+                "model": name + (" (cited)" if name != "Human" else " (2nd observer)"),
+                "paper bpd": None,
+                f"{ours} bpd": None,
+                "paper F": p3[name]["f_score"],
+                f"{ours} F": ours_f,
+            }
+        )
+    for key, name in PAPER_KEYS.items():
+        s = (payload or {}).get("summary", {}).get(key)
+        rows.append(
+            {
+                "model": name,
+                "paper bpd": f"{p3[name]['bpd']} ± {p3[name]['bpd_std']}",
+                f"{ours} bpd": f"{s['bpd']:.4f} ± {s['bpd_std']:.4f}" if s else None,
+                "paper F": f"{p3[name]['f_score']} ± {p3[name]['f_score_std']}",
+                f"{ours} F": f"{s['f_score']:.3f} ± {s['f_score_std']:.3f}" if s else None,
             }
         )
     return pd.DataFrame(rows).set_index("model")
@@ -455,8 +465,6 @@ def paper_table(result: dict[str, Any], profile: str):
 
 def results_payload(result: dict[str, Any]) -> dict[str, Any]:
     """What ``drive.json`` holds besides the configuration: the paper's numbers and :func:`json_payload`."""
-    from ..repro.paper import paper_numbers
-
     return {"paper": paper_numbers("winkler_table3_drive"), **json_payload(result)}
 
 

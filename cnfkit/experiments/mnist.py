@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..data.mnist import load_mnist
 from ..flows import VectorFlow
 from ..models.toy import pad, xiao_flow
+from ..repro.paper import paper_numbers
 from ..repro.profiles import Config, select
 from ..repro.results import curve_summary
 from ..train import EpochSampler, train_steps
@@ -178,15 +179,19 @@ def _images(x: Tensor) -> Tensor:
     return (x.float() / 255.0).unsqueeze(1)
 
 
-def _train(
-    model, loss_fn, tensors, *, batch: int, epochs: int, lr: float, cfg: MNISTConfig, desc: str, opts: RunOptions
-):
-    """Train on ``opts.device``; the model comes back on the CPU, where the (small) evaluation runs.
+def _train(model: nn.Module, key: str, tensors: tuple[Tensor, ...], cfg: MNISTConfig, dataset: str, opts: RunOptions):
+    """Train ``model`` (``key``: ``"autoencoder"``, ``"xiao_flow"`` or ``"cnf"``, which picks its loss, batch size,
+    epochs and learning rate) on ``opts.device``; the model comes back on the CPU, where the (small) evaluation runs.
     Returns ``(training wall time, learning-curve summary)``."""
+    ae = key == "autoencoder"
+    batch, epochs, lr = (
+        (cfg.ae_batch, cfg.ae_epochs, cfg.ae_lr) if ae else (cfg.flow_batch, cfg.flow_epochs, cfg.flow_lr)
+    )
+    desc = f"{dataset}/{key.replace('_', ' ')}"  # the progress bar; the checkpoint folder is MNIST_xiao_flow etc.
     sampler = EpochSampler(tensors, batch, seed=cfg.seed)
     history, wall = train_steps(
         model,
-        loss_fn,
+        _loss(key, cfg),
         sampler,
         steps=max(1, epochs * sampler.per_epoch),
         lr=lr,
@@ -268,17 +273,7 @@ def run_dataset(
     curves: dict[str, Any] = {}
     torch.manual_seed(cfg.seed)
     ae = ConvAutoencoder(cfg.latent_dim)
-    times["autoencoder"], curves["autoencoder"] = _train(
-        ae,
-        _loss("autoencoder", cfg),
-        (x_tr,),
-        batch=cfg.ae_batch,
-        epochs=cfg.ae_epochs,
-        lr=cfg.ae_lr,
-        cfg=cfg,
-        desc=f"{name}/autoencoder",
-        opts=opts,
-    )
+    times["autoencoder"], curves["autoencoder"] = _train(ae, "autoencoder", (x_tr,), cfg, name, opts)
     u_tr, u_te = _encode_all(ae, x_tr), _encode_all(ae, x_te)
     mean, std = u_tr.mean(0), u_tr.std(0) + 1e-6
     s_tr, s_te = (u_tr - mean) / std, (u_te - mean) / std
@@ -286,13 +281,10 @@ def run_dataset(
     with torch.no_grad():
         recon_bce = F.binary_cross_entropy(ae.decode(u_te), x_te).item()
     flows = {}
-    for key, desc in (("xiao_flow", "xiao flow"), ("cnf", "cnf")):
+    for key in ("xiao_flow", "cnf"):
         torch.manual_seed(cfg.seed)
-        flows[key] = model = build_xiao_flow(cfg) if key == "xiao_flow" else build_cnf(cfg)
-        times[key], curves[key] = _train(
-            model, _loss(key, cfg), (s_tr, onehot), batch=cfg.flow_batch, epochs=cfg.flow_epochs,
-            lr=cfg.flow_lr, cfg=cfg, desc=f"{name}/{desc}", opts=opts,
-        )  # fmt: skip
+        flows[key] = build_xiao_flow(cfg) if key == "xiao_flow" else build_cnf(cfg)
+        times[key], curves[key] = _train(flows[key], key, (s_tr, onehot), cfg, name, opts)
     flow, cnf = flows["xiao_flow"], flows["cnf"]
     if train_only:  # training only (the command line under torchrun)
         return {"name": name, "ae": ae, "flow": flow, "cnf": cnf, "metrics": {"train_time_s": times}}
@@ -388,23 +380,24 @@ def run(
     return {name: run_dataset(name, cfg, **kw) for name in DATASETS}
 
 
-def paper_table(results: dict[str, dict[str, Any]], profile: str):
-    """Xiao et al.'s Table 1: test accuracy, "paper" next to "ours"."""
+def paper_table(payload: dict[str, Any] | None, profile: str):
+    """Xiao et al. Table 1, test accuracy: "paper" (the forward pass) next to "ours" (the forward pass and the
+    CNF by Bayes' rule), from a results payload (:func:`results_payload`); ``None``: ours empty."""
     import pandas as pd
 
-    from ..repro.paper import paper_numbers
-
-    paper = paper_numbers("xiao_table1_accuracy")
-    rows = {
-        name: {
-            "paper (forward pass)": paper[name],
-            f"ours ({profile}), forward pass": r["metrics"]["accuracy_forward_pass"],
-            f"ours ({profile}), CNF + Bayes' rule": r["metrics"]["accuracy_cnf_bayes"],
-            "test images": r["metrics"]["n_test"],
-        }
-        for name, r in results.items()
-    }
-    return pd.DataFrame(rows).T
+    px, ours = paper_numbers("xiao_table1_accuracy"), f"ours ({profile})"
+    rows = []
+    for ds in ("MNIST", "FashionMNIST"):
+        got = (payload or {}).get("datasets", {}).get(ds, {})
+        rows.append(
+            {
+                "dataset": ds,
+                "paper (forward pass)": px[ds],
+                f"{ours} forward pass": got.get("accuracy_forward_pass"),
+                f"{ours} CNF + Bayes' rule": got.get("accuracy_cnf_bayes"),
+            }
+        )
+    return pd.DataFrame(rows).set_index("dataset")
 
 
 def calibration_table(results: dict[str, dict[str, Any]]):
@@ -421,8 +414,6 @@ def calibration_table(results: dict[str, dict[str, Any]]):
 
 def results_payload(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What ``mnist.json`` holds besides the configuration: the paper's numbers and every dataset's metrics."""
-    from ..repro.paper import paper_numbers
-
     return {
         "paper": paper_numbers("xiao_table1_accuracy"),
         "datasets": {name: r["metrics"] for name, r in results.items()},

@@ -32,12 +32,14 @@ from ..data.sr import SR_TEST_SETS, chroma_detail_ratio, downscale_images, hr_lr
 from ..flows import check_temperature
 from ..metrics import sr_psnr_ssim
 from ..models.superres import FactorizedLogisticSR, SRFlow
+from ..repro.paper import paper_numbers
 from ..repro.profiles import Config, ConfigError, select
+from ..repro.report import sr_set_label
 from ..repro.results import curve_summary, phase
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
 from .cli import command_line
-from .common import checkpoint_path
+from .common import RunOptions, checkpoint_path
 
 __all__ = [
     "CONFIGS",
@@ -417,34 +419,20 @@ def probabilistic_evaluation(
     mean_scores, single = _Scores(), {t: _Scores() for t in taus}  # single: the first sample of each image
     base_lr = []
     pairs = [hr_lr_pair(im) for im in images]
-    modes = predict_images(
-        base,
-        [lr for _, lr in pairs],
-        [(hr.shape[1], hr.shape[2]) for hr, _ in pairs],
-        multiple,
-        (None,),
-        batch=cfg.eval_batch,
-    )[None]
+    hws = [(hr.shape[1], hr.shape[2]) for hr, _ in pairs]
+    modes = predict_images(base, [lr for _, lr in pairs], hws, multiple, (None,), batch=cfg.eval_batch)[None]
     with torch.no_grad():
         for i, (hr, lr) in enumerate(pairs):
-            hw = tuple(hr.shape[1:])
-            x = _pad(lr.float()[None], multiple // 2).to(dev)
-            feats = cnf.conditioning(x)
+            feats = cnf.conditioning(_pad(lr.float()[None], multiple // 2).to(dev))
             base_lr.append(float(lr_psnr(modes[i][None].double(), lr[None].double())[0]))
             for tau in taus:
                 gens = row_generators(cfg.seed, [(tau, i, j) for j in range(n)], f"{name}/posterior")
-                smp = cnf.sample(None, temperature=tau, generator=gens, features=feats, num_samples=n)[
-                    :, :, : hw[0], : hw[1]
-                ].cpu()
+                smp = cnf.sample(None, num_samples=n, temperature=tau, generator=gens, features=feats)
+                smp = smp[:, :, : hr.shape[1], : hr.shape[2]].cpu()
                 finite = torch.isfinite(smp).flatten(1).all(1)
                 if finite.any():
-                    lr_scores[tau].append(
-                        float(
-                            lr_psnr(
-                                smp[finite].double(), lr[None].expand(int(finite.sum()), -1, -1, -1).double()
-                            ).mean()
-                        )
-                    )
+                    lr_rows = lr[None].expand(int(finite.sum()), -1, -1, -1).double()
+                    lr_scores[tau].append(float(lr_psnr(smp[finite].double(), lr_rows).mean()))
                 if int(finite.sum()) >= 2:
                     div[tau].append(pixel_diversity(smp[finite]))
                 single[tau].add(smp[0], hr)
@@ -454,28 +442,36 @@ def probabilistic_evaluation(
     for (hr, _), mode in zip(pairs, modes):
         base_scores.add(mode, hr)
 
+    return _posterior_summary(lr_scores, div, mean_scores, single, base_scores, base_lr, cfg) | {
+        "_set": name,
+        "_n_images": len(images),
+        "_n_samples": n,
+    }
+
+
+def _posterior_summary(lr_scores, div, mean_scores, single, base_scores, base_lr, cfg: SRConfig) -> dict[str, Any]:
+    """The tables of :func:`probabilistic_evaluation` from its per-image scores (means over images)."""
+
     def key(t: float) -> str:
         return f"CNF tau={t}"
 
+    baseline = "LL Baseline (mode)"
     return {
         "lr_psnr": {
             **{key(t): float(np.mean(v)) if v else None for t, v in lr_scores.items()},
-            "LL Baseline (mode)": float(np.mean(base_lr)),
+            baseline: float(np.mean(base_lr)),
             "_note": "dB, capped at 100 (an exact match is infinite)",
         },
         "diversity": {key(t): float(np.mean(v)) if v else None for t, v in div.items()},
         "posterior_mean": {
-            f"CNF mean of {n} samples, tau=1.0": mean_scores.summary(),
+            f"CNF mean of {cfg.n_posterior} samples, tau=1.0": mean_scores.summary(),
             **{f"CNF one sample, tau={t}": single[t].summary() for t in sorted({1.0, cfg.tau})},
-            "LL Baseline (mode)": base_scores.summary(),
+            baseline: base_scores.summary(),
         },
         "temperature_sweep": {
             **{key(t): single[t].summary() for t in cfg.temperatures},
-            "LL Baseline (mode)": base_scores.summary(),
+            baseline: base_scores.summary(),
         },
-        "_set": name,
-        "_n_images": len(images),
-        "_n_samples": n,
     }
 
 
@@ -511,26 +507,13 @@ def run(
     ``device``: where models train and run (``None``: CUDA when available).  ``checkpoint_dir``:
     checkpoints in ``<dir>/superres-<config digest>/<model>_<size>/`` (resume an interrupted run,
     reuse a finished one).  ``train_only``: skip the evaluation (the command line under torchrun)."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    imagenet = cfg.train_data.startswith("imagenet_")
-    release = cfg.train_data.removeprefix("imagenet_") if imagenet else None
-    if release is not None:  # ImageNet: fail at once, with how to obtain it, when the release is absent
-        from ..data.imagenet import load_imagenet
-
-        arrays = {
-            size: (
-                load_imagenet(size, "train", release, progress=progress),
-                load_imagenet(size, "valid", release, progress=progress),
-            )
-            for size in cfg.sizes
-        }
-        test_sets = {name: None for name in SR_TEST_SETS} if data is None else data["test_sets"]
-    elif data is None:
-        train_imgs, _ = load_sr_images("BSDS500_train_test", "train")
-        test_imgs, _ = load_sr_images("BSDS500_train_test", "test")
-        test_sets = {name: None for name in SR_TEST_SETS}
+    opts = RunOptions(progress, device, timer, checkpoint_dir)
+    release = cfg.train_data.removeprefix("imagenet_") if cfg.train_data.startswith("imagenet_") else None
+    sources, test_sets = _sources(cfg, data, release, progress)
+    if release:
+        note = "bits/dim on the png and npz ImageNet releases are not comparable"
     else:
-        train_imgs, test_imgs, test_sets = data["train"], data["test"], data["test_sets"]
+        note = "BSDS500 patches as a stand-in for ImageNet32/64"
     out: dict[str, Any] = {
         "table1": {},
         "table2": {},
@@ -541,57 +524,20 @@ def run(
         "train_data": {
             "source": cfg.train_data,
             "release": release,
-            "note": "bits/dim on the png and npz ImageNet releases are not comparable"
-            if imagenet
-            else "BSDS500 patches as a stand-in for ImageNet32/64",
+            "note": note,
         },
     }
-    for size, factor in zip(cfg.sizes, cfg.train_downscale):
-        if imagenet:
-            train_arr, valid_arr = arrays[size]
-            sampler: ImageNetPairs | EpochSampler = ImageNetPairs(train_arr, cfg.batch, cfg.seed)
-            idx = torch.randperm(len(valid_arr), generator=g)[: cfg.n_test]
-            hr_te = valid_arr[idx]
-            lr_te = imresize(hr_te, 0.5)
-            key = f"ImageNet{size} ({release} release, {len(hr_te)} validation images)"
-        else:
-            hr_tr, lr_tr = patch_pairs(downscale_images(train_imgs, factor), size, cfg.n_train, g)
-            hr_te, lr_te = patch_pairs(downscale_images(test_imgs, factor), size, cfg.n_test, g)
-            sampler = EpochSampler((hr_tr, lr_tr), cfg.batch, seed=cfg.seed)
-            key = f"BSDS500 {size}x{size} (ImageNet{size} stand-in)"
+    for size, key, sampler, hr_te, lr_te in _size_data(cfg, sources, release):
         torch.manual_seed(cfg.seed)
         models = build_models(cfg)
         out["table1"][key] = {}
-        for name, model in (("cnf", models["cnf"]), ("baseline", models["baseline"])):
-            loss = lambda m, b: -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)
-            ckpt = checkpoint_path(checkpoint_dir, "superres", cfg, f"{name}_{size}")
-            history, wall = train_steps(
-                model,
-                loss,
-                sampler,
-                steps=cfg.steps,
-                lr=cfg.lr,
-                seed=cfg.seed,
-                grad_clip=100.0,
-                progress=progress,
-                desc=f"sr{size}/{name}",
-                device=device,
-                checkpoint_dir=ckpt,
-                channels_last=cfg.channels_last,
-                compile=cfg.compile,
-                autocast=cfg.autocast,
-                timer=timer,
-                fingerprint={"experiment": "superres", "model": name, "size": size, "config": cfg.to_dict()},
-            )
-            model.eval()
-            out["train_time_s"][f"{name}_{size}"] = wall
-            out["learning_curves"][f"{name}_{size}"] = curve_summary(history)
-            out["parameters"][name] = sum(p.numel() for p in model.parameters())
+        for name in ("cnf", "baseline"):
+            model = models[name]
+            _train_sr(model, name, size, sampler, cfg, opts, out)
             if not train_only:
                 with phase(timer, "evaluation"):
-                    out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = _bpd(
-                        model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}"
-                    )
+                    bpd = _bpd(model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}")
+                out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = bpd
         out["models"][size] = models
     if train_only:  # training only (the command line under torchrun): the notebook evaluates from the checkpoints
         return out
@@ -602,47 +548,120 @@ def run(
     return out
 
 
-def table1(result: dict[str, Any], profile: str):
-    """Table 1: bits/dim on held-out patches, "paper" (ImageNet32/64) next to "ours" (the stand-in data)."""
+def _sources(cfg: SRConfig, data: dict[str, Any] | None, release: str | None, progress: bool):
+    """The training source (ImageNet ``{size: (train, valid)}`` arrays, or BSDS500 ``(train, test)`` images) and
+    the Table 2 test sets (``None``: loaded by name).  ImageNet fails at once, saying how to obtain it, when absent."""
+    test_sets = {name: None for name in SR_TEST_SETS} if data is None else data["test_sets"]
+    if release is not None:
+        from ..data.imagenet import load_imagenet
+
+        return {
+            s: (
+                load_imagenet(s, "train", release, progress=progress),
+                load_imagenet(s, "valid", release, progress=progress),
+            )
+            for s in cfg.sizes
+        }, test_sets
+    if data is None:
+        return (
+            load_sr_images("BSDS500_train_test", "train")[0],
+            load_sr_images("BSDS500_train_test", "test")[0],
+        ), test_sets
+    return (data["train"], data["test"]), test_sets
+
+
+def _size_data(cfg: SRConfig, sources, release: str | None):
+    """Per HR size, in order: ``(size, Table 1 row name, training batches, held-out HR, held-out LR)``; the
+    held-out draws (and BSDS500's patches) come from one generator seeded with ``cfg.seed``."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    for size, factor in zip(cfg.sizes, cfg.train_downscale):
+        if release is not None:
+            train_arr, valid_arr = sources[size]
+            hr_te = valid_arr[torch.randperm(len(valid_arr), generator=g)[: cfg.n_test]]
+            key = f"ImageNet{size} ({release} release, {len(hr_te)} validation images)"
+            yield size, key, ImageNetPairs(train_arr, cfg.batch, cfg.seed), hr_te, imresize(hr_te, 0.5)
+        else:
+            train_imgs, test_imgs = sources
+            hr_tr, lr_tr = patch_pairs(downscale_images(train_imgs, factor), size, cfg.n_train, g)
+            hr_te, lr_te = patch_pairs(downscale_images(test_imgs, factor), size, cfg.n_test, g)
+            key = f"BSDS500 {size}x{size} (ImageNet{size} stand-in)"
+            yield size, key, EpochSampler((hr_tr, lr_tr), cfg.batch, seed=cfg.seed), hr_te, lr_te
+
+
+def _nll_bits(m: nn.Module, b: tuple[Tensor, Tensor]) -> Tensor:
+    """The SR training loss: negative log-likelihood of the HR batch given the LR batch, in bits per dimension."""
+    return -m(b[0].float(), b[1].float()).mean() / (b[0][0].numel() * LN2)
+
+
+def _train_sr(model: nn.Module, name: str, size: int, sampler, cfg: SRConfig, opts: RunOptions, out: dict) -> None:
+    """Train one model of one size (left in eval mode); its time, learning curve and size go into ``out``."""
+    history, wall = train_steps(
+        model,
+        _nll_bits,
+        sampler,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        grad_clip=100.0,
+        progress=opts.progress,
+        desc=f"sr{size}/{name}",
+        device=opts.device,
+        checkpoint_dir=checkpoint_path(opts.checkpoint_dir, "superres", cfg, f"{name}_{size}"),
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        autocast=cfg.autocast,
+        timer=opts.timer,
+        fingerprint={"experiment": "superres", "model": name, "size": size, "config": cfg.to_dict()},
+    )
+    model.eval()
+    out["train_time_s"][f"{name}_{size}"] = wall
+    out["learning_curves"][f"{name}_{size}"] = curve_summary(history)
+    out["parameters"][name] = sum(p.numel() for p in model.parameters())
+
+
+def paper_table1(payload: dict[str, Any] | None, profile: str):
+    """Winkler et al. Table 1, bits/dim: "paper" (ImageNet32/64) next to "ours" (the data ours names), from a
+    results payload (:func:`results_payload`) or :func:`run`'s result; ``None``: ours empty."""
     import pandas as pd
 
-    from ..repro.paper import paper_numbers
-
-    p1 = paper_numbers("winkler_table1_bpd")
+    p1, ours = paper_numbers("winkler_table1_bpd"), f"ours ({profile})"
     rows = []
-    for key, got in result["table1"].items():
-        paper = p1["ImageNet32" if "32x32" in key else "ImageNet64"]
+    for ds in ("ImageNet32", "ImageNet64"):
+        size = ds.removeprefix("ImageNet")
+        # ours may be on a stand-in (e.g. "BSDS500 32x32 (ImageNet32 stand-in)"): the row says which
+        match = [(k, v) for k, v in (payload or {}).get("table1", {}).items() if k == ds or f"{size}x{size}" in k]
+        label, got = match[0] if match else (ds, {})
         rows.append(
             {
-                "data": key,
-                "paper CNF": paper["CNF"],
-                f"ours ({profile}) CNF": got["CNF"],
-                "paper factorized": paper["Factorized LL"],
-                f"ours ({profile}) factorized": got["Factorized LL"],
+                "dataset": ds,
+                f"{ours} data": label,
+                "paper CNF": p1[ds]["CNF"],
+                f"{ours} CNF": got.get("CNF"),
+                "paper factorized LL": p1[ds]["Factorized LL"],
+                f"{ours} factorized LL": got.get("Factorized LL"),
             }
         )
-    return pd.DataFrame(rows).set_index("data")
+    return pd.DataFrame(rows).set_index("dataset")
 
 
-def table2(result: dict[str, Any], profile: str):
-    """Table 2: bits/dim, PSNR and SSIM on Set5, Set14 and BSD100, "paper" next to "ours" per column."""
+def paper_table2(payload: dict[str, Any] | None, profile: str):
+    """Winkler et al. Table 2, bits/dim, PSNR and SSIM on Set5, Set14 and BSD100: "paper" next to "ours" (the
+    cited methods' numbers as the paper gives them), from a results payload or :func:`run`'s result."""
     import pandas as pd
 
-    from ..repro.paper import paper_numbers
-
-    p2 = paper_numbers("winkler_table2_sr")
+    p2, ours = paper_numbers("winkler_table2_sr"), f"ours ({profile})"
     rows = []
     for model in ("Bicubic", "SRCNN", "PSyCO", "ENet", "LL Baseline", "CNF"):
-        row: dict[Any, Any] = {"model": model + (" (cited)" if model in ("SRCNN", "PSyCO", "ENet") else "")}
+        row: dict[str, Any] = {"model": model + (" (cited)" if model in p2["_cited"][1:] else "")}
         for ds in ("Set5", "Set14", "BSD100"):
-            ours = result["table2"][ds].get(model, {})
-            for m in ("bpd", "psnr", "ssim"):
-                row[(ds, m, "paper")] = p2[ds][model].get(m)
-                row[(ds, m, f"ours ({profile})")] = ours.get(m)
+            res = (payload or {}).get("table2", {}).get(ds, {})
+            got = res.get(model, {})
+            for metric in ("bpd", "psnr", "ssim"):
+                row[f"{ds} {metric} paper"] = p2[ds][model].get(metric)
+                if model not in p2["_cited"][1:]:
+                    row[f"{sr_set_label(ds, res)} {metric} {ours}"] = got.get(metric)
         rows.append(row)
-    table = pd.DataFrame(rows).set_index("model")
-    table.columns = pd.MultiIndex.from_tuples(table.columns)
-    return table
+    return pd.DataFrame(rows).set_index("model")
 
 
 def results_payload(result: dict[str, Any], prob: dict[str, Any], cfg: SRConfig) -> dict[str, Any]:

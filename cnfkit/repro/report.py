@@ -59,115 +59,136 @@ def _sr_sample_note(doc: dict[str, Any]) -> str:
         for ds, res in doc["table2"].items()
     ]
     return (
-        f"\n\nCNF PSNR/SSIM are of one sample per image at temperature {tau}; images whose sample had non-finite "
-        "pixels "
-        f"(left out of the means): {', '.join(counts)}."
+        f"\n\nCNF PSNR/SSIM are of one sample per image at temperature {tau}; images whose sample had "
+        f"non-finite pixels (left out of the means): {', '.join(counts)}."
     )
 
 
+def _theory_section(doc: dict[str, Any], tag: str) -> str:
+    g = doc["gmm"]
+    names = [
+        ("xiao", "Xiao et al., single loss"),
+        ("inn_full", "INN, 4 losses (Fig 5.2a)"),
+        ("inn_forward_only", "INN, forward losses only (5.2b)"),
+        ("inn_fast_ramp", "INN, faster ramp (5.2c)"),
+        ("cnf", "CNF p(x|label), Bayes' rule"),
+        ("true_posterior", "exact posterior samples"),
+    ]
+    rows = [
+        [label, g[k].get("accuracy"), g[k]["posterior_mmd"], g[k]["posterior_true_logp"], g[k].get("train_time_s")]
+        for k, label in names
+        if k in g
+    ]
+    r = doc["rotating"]
+    return (
+        f"**Xiao et al. sec. 5.1, 8-mode inverse problem** ({tag}; the paper reports figures only; "
+        f"{_wall(doc)}):\n\n"
+        + markdown_table(["method", "label accuracy", "posterior MMD", "mean true log p(x|label)", "train s"], rows)
+        + "\n\n**2-D conditional toy** (held-out NLL, nats): "
+        + f"CNF {_fmt(r['cnf']['test_nll'])}, factorized Gaussian {_fmt(r['gaussian']['test_nll'])}, true density "
+        f"{_fmt(r['true']['test_nll'])}."
+    )
+
+
+def _mnist_section(doc: dict[str, Any], tag: str) -> str:
+    paper = paper_numbers("xiao_table1_accuracy")
+    rows = [[n, paper[n], d["accuracy_forward_pass"], d["accuracy_cnf_bayes"]] for n, d in doc["datasets"].items()]
+    return f"**Xiao et al. Table 1, classification by the forward pass** ({_wall(doc)}):\n\n" + markdown_table(
+        ["dataset", "paper", f"{tag} forward pass", f"{tag} CNF + Bayes' rule"], rows, 4
+    )
+
+
+def _binary_dequantization_section(doc: dict[str, Any], tag: str) -> str:
+    m = doc["images"]
+    rows = [
+        ["CNF, binary dequantization", m["cnf"]["test_bpd"]],
+        ["CNF, uniform dequantization", m["cnf_uniform"]["test_bpd"]],
+        ["factored Bernoulli", m["factored"]["test_bpd"]],
+    ]
+    return (
+        f"**Binary vs uniform dequantization, synthetic binary images** (test bits/dim, {_wall(doc)}):\n\n"
+        + markdown_table(["model", f"{tag} bpd"], rows, 4)
+    )
+
+
+def _super_resolution_section(doc: dict[str, Any], tag: str) -> str:
+    p1 = paper_numbers("winkler_table1_bpd")
+    which = lambda k: "ImageNet32" if ("32x32" in k or "ImageNet32" in k) else "ImageNet64"
+    rows = [
+        [k, p1[which(k)]["CNF"], v["CNF"], p1[which(k)]["Factorized LL"], v["Factorized LL"]]
+        for k, v in doc["table1"].items()
+    ]
+    p2 = paper_numbers("winkler_table2_sr")
+    rows2 = []
+    for ds, res in doc["table2"].items():
+        for model in ("Bicubic", "LL Baseline", "CNF"):
+            r = res.get(model, {})
+            rows2.append(
+                [
+                    sr_set_label(ds, res),
+                    model,
+                    p2[ds][model].get("bpd"),
+                    r.get("bpd"),
+                    p2[ds][model]["psnr"],
+                    r.get("psnr"),
+                    p2[ds][model]["ssim"],
+                    r.get("ssim"),
+                ]
+            )
+    return (
+        f"**Winkler et al. Table 1, super-resolution bits/dim** ({_wall(doc)}; ours on the stated stand-in):\n\n"
+        + markdown_table(["data", "paper CNF", f"{tag} CNF", "paper factorized", f"{tag} factorized"], rows, 3)
+        + "\n\n**Winkler et al. Table 2** (bpd on random 128x128 crops; PSNR/SSIM on Y, 2-pixel border):\n\n"
+        + markdown_table(
+            ["set", "model", "paper bpd", f"{tag} bpd", "paper PSNR", f"{tag} PSNR", "paper SSIM", f"{tag} SSIM"],
+            rows2,
+            3,
+        )
+        + _sr_sample_note(doc)
+    )
+
+
+def _drive_section(doc: dict[str, Any], tag: str) -> str:
+    from ..experiments.drive import BPD_DEFINITION, PAPER_KEYS
+
+    paper = paper_numbers("winkler_table3_drive")
+    s = doc["summary"]
+    rows = [
+        [
+            key,
+            paper[key]["bpd"],
+            f"{s[k]['bpd']:.4f} ± {s[k]['bpd_std']:.4f}",
+            paper[key]["f_score"],
+            f"{s[k]['f_score']:.3f} ± {s[k]['f_score_std']:.3f}",
+        ]
+        for k, key in PAPER_KEYS.items()
+        if k in s
+    ]
+    if doc.get("human"):
+        rows.append(["Human (2nd observer)", None, None, paper["Human"]["f_score"], doc["human"]["f_score"]])
+
+    return (
+        f"**Winkler et al. Table 3, DRIVE** ({_wall(doc)}; {BPD_DEFINITION}; max F inside the field of view):\n\n"
+        + markdown_table(["model", "paper bpd", f"{tag} bpd", "paper max F", f"{tag} max F"], rows, 4)
+    )
+
+
+_SECTIONS = (
+    ("theory", _theory_section),
+    ("mnist", _mnist_section),
+    ("binary_dequantization", _binary_dequantization_section),
+    ("super_resolution", _super_resolution_section),
+    ("drive", _drive_section),
+)
+"""Each results JSON and the function that renders its tables, in the README's order."""
+
+
 def render(profile: str, root: Path = ROOT) -> str:
+    """The README's results section for ``profile``: the papers' tables "paper" next to "ours", then the
+    beyond-the-paper tables, the claims and the wall time per notebook."""
     folder = root / "results" / profile
     tag = f"ours ({profile})"
-    parts: list[str] = []
-    if doc := _load(folder, "theory"):
-        g = doc["gmm"]
-        names = [
-            ("xiao", "Xiao et al., single loss"),
-            ("inn_full", "INN, 4 losses (Fig 5.2a)"),
-            ("inn_forward_only", "INN, forward losses only (5.2b)"),
-            ("inn_fast_ramp", "INN, faster ramp (5.2c)"),
-            ("cnf", "CNF p(x|label), Bayes' rule"),
-            ("true_posterior", "exact posterior samples"),
-        ]
-        rows = [
-            [label, g[k].get("accuracy"), g[k]["posterior_mmd"], g[k]["posterior_true_logp"], g[k].get("train_time_s")]
-            for k, label in names
-            if k in g
-        ]
-        r = doc["rotating"]
-        parts.append(
-            f"**Xiao et al. sec. 5.1, 8-mode inverse problem** ({tag}; the paper reports figures only; "
-            f"{_wall(doc)}):\n\n"
-            + markdown_table(["method", "label accuracy", "posterior MMD", "mean true log p(x|label)", "train s"], rows)
-            + "\n\n**2-D conditional toy** (held-out NLL, nats): "
-            + f"CNF {_fmt(r['cnf']['test_nll'])}, factorized Gaussian {_fmt(r['gaussian']['test_nll'])}, true density "
-            f"{_fmt(r['true']['test_nll'])}."
-        )
-    if doc := _load(folder, "mnist"):
-        paper = paper_numbers("xiao_table1_accuracy")
-        rows = [[n, paper[n], d["accuracy_forward_pass"], d["accuracy_cnf_bayes"]] for n, d in doc["datasets"].items()]
-        parts.append(
-            f"**Xiao et al. Table 1, classification by the forward pass** ({_wall(doc)}):\n\n"
-            + markdown_table(["dataset", "paper", f"{tag} forward pass", f"{tag} CNF + Bayes' rule"], rows, 4)
-        )
-    if doc := _load(folder, "binary_dequantization"):
-        m = doc["images"]
-        rows = [
-            ["CNF, binary dequantization", m["cnf"]["test_bpd"]],
-            ["CNF, uniform dequantization", m["cnf_uniform"]["test_bpd"]],
-            ["factored Bernoulli", m["factored"]["test_bpd"]],
-        ]
-        parts.append(
-            f"**Binary vs uniform dequantization, synthetic binary images** (test bits/dim, {_wall(doc)}):\n\n"
-            + markdown_table(["model", f"{tag} bpd"], rows, 4)
-        )
-    if doc := _load(folder, "super_resolution"):
-        p1 = paper_numbers("winkler_table1_bpd")
-        which = lambda k: "ImageNet32" if ("32x32" in k or "ImageNet32" in k) else "ImageNet64"
-        rows = [
-            [k, p1[which(k)]["CNF"], v["CNF"], p1[which(k)]["Factorized LL"], v["Factorized LL"]]
-            for k, v in doc["table1"].items()
-        ]
-        p2 = paper_numbers("winkler_table2_sr")
-        rows2 = []
-        for ds, res in doc["table2"].items():
-            for model in ("Bicubic", "LL Baseline", "CNF"):
-                r = res.get(model, {})
-                rows2.append(
-                    [
-                        sr_set_label(ds, res),
-                        model,
-                        p2[ds][model].get("bpd"),
-                        r.get("bpd"),
-                        p2[ds][model]["psnr"],
-                        r.get("psnr"),
-                        p2[ds][model]["ssim"],
-                        r.get("ssim"),
-                    ]
-                )
-        parts.append(
-            f"**Winkler et al. Table 1, super-resolution bits/dim** ({_wall(doc)}; ours on the stated stand-in):\n\n"
-            + markdown_table(["data", "paper CNF", f"{tag} CNF", "paper factorized", f"{tag} factorized"], rows, 3)
-            + "\n\n**Winkler et al. Table 2** (bpd on random 128x128 crops; PSNR/SSIM on Y, 2-pixel border):\n\n"
-            + markdown_table(
-                ["set", "model", "paper bpd", f"{tag} bpd", "paper PSNR", f"{tag} PSNR", "paper SSIM", f"{tag} SSIM"],
-                rows2,
-                3,
-            )
-            + _sr_sample_note(doc)
-        )
-    if doc := _load(folder, "drive"):
-        paper = paper_numbers("winkler_table3_drive")
-        s = doc["summary"]
-        rows = [
-            [
-                key,
-                paper[key]["bpd"],
-                f"{s[k]['bpd']:.4f} ± {s[k]['bpd_std']:.4f}",
-                paper[key]["f_score"],
-                f"{s[k]['f_score']:.3f} ± {s[k]['f_score_std']:.3f}",
-            ]
-            for k, key in (("factored", "Factored"), ("cnf_uniform", "CNF Uniform"), ("cnf", "CNF"))
-            if k in s
-        ]
-        if doc.get("human"):
-            rows.append(["Human (2nd observer)", None, None, paper["Human"]["f_score"], doc["human"]["f_score"]])
-        from ..experiments.drive import BPD_DEFINITION
-
-        parts.append(
-            f"**Winkler et al. Table 3, DRIVE** ({_wall(doc)}; {BPD_DEFINITION}; max F inside the field of view):\n\n"
-            + markdown_table(["model", "paper bpd", f"{tag} bpd", "paper max F", f"{tag} max F"], rows, 4)
-        )
+    parts = [section(doc, tag) for name, section in _SECTIONS if (doc := _load(folder, name))]
     if not parts:
         return f"_No results in results/{profile}/ yet._"
     beyond = render_beyond(folder, tag)
@@ -202,76 +223,97 @@ def render_notebook_times(folder: Path, profile: str) -> str:
 
 def render_beyond(folder: Path, tag: str) -> str:
     """The beyond-the-paper metrics (``cnfkit.probabilistic``) found in the results JSONs, as tables."""
-    parts: list[str] = []
-    if (doc := _load(folder, "drive")) and "calibration" in next(iter(doc["summary"].values()), {}):
-        rows = []
-        for k, label in (("factored", "Factored"), ("cnf_uniform", "CNF Uniform"), ("cnf", "CNF")):
-            if k in doc["summary"]:
-                s = doc["summary"][k]
-                rows.append(
-                    [
-                        label,
-                        s["calibration"]["ece"],
-                        (s.get("pr_distance_to_human") or {}).get("energy_distance"),
-                        (s.get("ged") or {}).get("ged"),
-                        s.get("sample_diversity"),
-                        s.get("vessel_width"),
-                        s.get("uncertainty_auroc"),
-                    ]
-                )
-        h = doc.get("human") or {}
-        if "vessel_width_annotation" in h:
-            rows.append(["1st grader (annotation)", None, None, None, None, h["vessel_width_annotation"], None])
+    parts = [section(doc, tag) for name, section in _BEYOND if (doc := _load(folder, name))]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _beyond_drive(doc: dict[str, Any], tag: str) -> str | None:
+    from ..experiments.drive import PAPER_KEYS
+
+    if "calibration" not in next(iter(doc["summary"].values()), {}):
+        return None
+    rows = []
+    for k, label in PAPER_KEYS.items():
+        if k in doc["summary"]:
+            s = doc["summary"][k]
             rows.append(
-                ["2nd grader", None, None, None, h["ged_between_annotators"], h["vessel_width_second_observer"], None]
-            )
-        parts.append(
-            f"**Beyond the paper, DRIVE** ({tag}; inside the FOV; first seed):\n\n"
-            + markdown_table(
                 [
-                    "model",
-                    "ECE",
-                    "PR energy distance to 2nd grader",
-                    "GED to both graders",
-                    "sample diversity (1-IoU)",
-                    "vessel width px",
-                    "uncertainty AUROC for errors",
-                ],
-                rows,
-                3,
+                    label,
+                    s["calibration"]["ece"],
+                    (s.get("pr_distance_to_human") or {}).get("energy_distance"),
+                    (s.get("ged") or {}).get("ged"),
+                    s.get("sample_diversity"),
+                    s.get("vessel_width"),
+                    s.get("uncertainty_auroc"),
+                ]
             )
+    h = doc.get("human") or {}
+    if "vessel_width_annotation" in h:
+        rows.append(["1st grader (annotation)", None, None, None, None, h["vessel_width_annotation"], None])
+        rows.append(
+            ["2nd grader", None, None, None, h["ged_between_annotators"], h["vessel_width_second_observer"], None]
         )
-    if (doc := _load(folder, "super_resolution")) and "lr_psnr" in doc:
-        keys = [k for k in doc["lr_psnr"] if not k.startswith("_")]
-        rows = [[k, doc["lr_psnr"][k], doc["diversity"].get(k)] for k in keys]
-        rows2 = [[k, v.get("psnr"), v.get("ssim")] for k, v in doc["posterior_mean"].items()]
-        parts.append(
-            f"**Beyond the paper, super-resolution** ({tag}; {doc.get('probabilistic_set', 'Set5')}): LR-consistency "
-            "(PSNR of the downscaled prediction against the LR input, dB, capped at 100; NTIRE's bar is 45) and "
-            "diversity "
-            "(mean per-pixel std across samples):\n\n"
-            + markdown_table(["prediction", "LR-PSNR", "diversity"], rows, 2)
-            + "\n\nPosterior mean (approximates the minimum-MSE estimate) against single samples and the baseline's "
-            "mode:\n\n" + markdown_table(["prediction", "PSNR", "SSIM"], rows2, 3)
-        )
-    if (doc := _load(folder, "mnist")) and all("calibration" in d for d in doc["datasets"].values()):
-        rows = [
-            [n, kind, c["accuracy"], c["ece"], c["nll"]]
-            for n, d in doc["datasets"].items()
-            for kind, c in d["calibration"].items()
-        ]
-        parts.append(
-            f"**Beyond the paper, calibration of the classifiers** ({tag}):\n\n"
-            + markdown_table(["dataset", "classifier", "accuracy", "ECE", "NLL of the true label"], rows, 4)
-        )
-    if (doc := _load(folder, "theory")) and all("mode_mass_error" in m for k, m in doc["gmm"].items()):
-        rows = [[k, m["mode_mass_error"]] for k, m in doc["gmm"].items()]
-        parts.append(
-            f"**Beyond the paper, 8-mode posteriors** ({tag}): per-mode mass error (total variation between the "
-            "fraction of posterior samples nearest each mode and the truth, 0 = all on the right mode):\n\n"
-            + markdown_table(["method", "mode mass error"], rows, 3)
-        )
-    return "\n\n".join(parts)
+    return f"**Beyond the paper, DRIVE** ({tag}; inside the FOV; first seed):\n\n" + markdown_table(
+        [
+            "model",
+            "ECE",
+            "PR energy distance to 2nd grader",
+            "GED to both graders",
+            "sample diversity (1-IoU)",
+            "vessel width px",
+            "uncertainty AUROC for errors",
+        ],
+        rows,
+        3,
+    )
+
+
+def _beyond_super_resolution(doc: dict[str, Any], tag: str) -> str | None:
+    if "lr_psnr" not in doc:
+        return None
+    keys = [k for k in doc["lr_psnr"] if not k.startswith("_")]
+    rows = [[k, doc["lr_psnr"][k], doc["diversity"].get(k)] for k in keys]
+    rows2 = [[k, v.get("psnr"), v.get("ssim")] for k, v in doc["posterior_mean"].items()]
+    return (
+        f"**Beyond the paper, super-resolution** ({tag}; {doc.get('probabilistic_set', 'Set5')}): LR-consistency "
+        "(PSNR of the downscaled prediction against the LR input, dB, capped at 100; NTIRE's bar is 45) and "
+        "diversity (mean per-pixel std across samples):\n\n"
+        + markdown_table(["prediction", "LR-PSNR", "diversity"], rows, 2)
+        + "\n\nPosterior mean (approximates the minimum-MSE estimate) against single samples and the baseline's "
+        "mode:\n\n" + markdown_table(["prediction", "PSNR", "SSIM"], rows2, 3)
+    )
+
+
+def _beyond_mnist(doc: dict[str, Any], tag: str) -> str | None:
+    if not all("calibration" in d for d in doc["datasets"].values()):
+        return None
+    rows = [
+        [n, kind, c["accuracy"], c["ece"], c["nll"]]
+        for n, d in doc["datasets"].items()
+        for kind, c in d["calibration"].items()
+    ]
+    return f"**Beyond the paper, calibration of the classifiers** ({tag}):\n\n" + markdown_table(
+        ["dataset", "classifier", "accuracy", "ECE", "NLL of the true label"], rows, 4
+    )
+
+
+def _beyond_theory(doc: dict[str, Any], tag: str) -> str | None:
+    if not all("mode_mass_error" in m for m in doc["gmm"].values()):
+        return None
+    rows = [[k, m["mode_mass_error"]] for k, m in doc["gmm"].items()]
+    return (
+        f"**Beyond the paper, 8-mode posteriors** ({tag}): per-mode mass error (total variation between the "
+        "fraction of posterior samples nearest each mode and the truth, 0 = all on the right mode):\n\n"
+        + markdown_table(["method", "mode mass error"], rows, 3)
+    )
+
+
+_BEYOND = (
+    ("drive", _beyond_drive),
+    ("super_resolution", _beyond_super_resolution),
+    ("mnist", _beyond_mnist),
+    ("theory", _beyond_theory),
+)
 
 
 def update_readme(profile: str, readme: Path | None = None, root: Path | None = None) -> bool:
@@ -310,91 +352,20 @@ if __name__ == "__main__":
 # --- the papers' tables, "paper" next to "ours" (used by notebooks/90_tables_and_figures) ---------
 
 
-def _ours(folder: Path, name: str) -> dict[str, Any] | None:
-    return _load(folder, name)
-
-
 def paper_tables(profile: str, root: Path = ROOT) -> dict[str, Any]:
-    """Winkler et al. Tables 1-3 and Xiao et al. Table 1 as DataFrames; missing results are NaN."""
-    import pandas as pd
+    """Winkler et al. Tables 1-3 and Xiao et al. Table 1 as DataFrames from the results JSONs (each built by its
+    experiment's driver, as its notebook shows it); missing results are NaN."""
+    from ..experiments import drive, mnist
+    from ..experiments import superres as sr
 
     folder = root / "results" / profile
-    ours = f"ours ({profile})"
-    out: dict[str, Any] = {}
-
-    p1, sr = paper_numbers("winkler_table1_bpd"), _ours(folder, "super_resolution")
-    rows = []
-    for ds in ("ImageNet32", "ImageNet64"):
-        size = ds.removeprefix("ImageNet")
-        # ours may be on a stand-in (e.g. "BSDS500 32x32 (ImageNet32 stand-in)"): the row says which
-        match = [(k, v) for k, v in (sr or {}).get("table1", {}).items() if k == ds or f"{size}x{size}" in k]
-        label, got = match[0] if match else (ds, {})
-        rows.append(
-            {
-                "dataset": ds,
-                f"{ours} data": label,
-                "paper CNF": p1[ds]["CNF"],
-                f"{ours} CNF": got.get("CNF"),
-                "paper factorized LL": p1[ds]["Factorized LL"],
-                f"{ours} factorized LL": got.get("Factorized LL"),
-            }
-        )
-    out["winkler_table1"] = pd.DataFrame(rows).set_index("dataset")
-
-    p2 = paper_numbers("winkler_table2_sr")
-    rows = []
-    for model in ("Bicubic", "SRCNN", "PSyCO", "ENet", "LL Baseline", "CNF"):
-        row: dict[str, Any] = {"model": model + (" (cited)" if model in p2["_cited"][1:] else "")}
-        for ds in ("Set5", "Set14", "BSD100"):
-            res = (sr or {}).get("table2", {}).get(ds, {})
-            got = res.get(model, {})
-            for metric in ("bpd", "psnr", "ssim"):
-                row[f"{ds} {metric} paper"] = p2[ds][model].get(metric)
-                if model not in p2["_cited"][1:]:
-                    row[f"{sr_set_label(ds, res)} {metric} {ours}"] = got.get(metric)
-        rows.append(row)
-    out["winkler_table2"] = pd.DataFrame(rows).set_index("model")
-
-    p3, dr = paper_numbers("winkler_table3_drive"), _ours(folder, "drive")
-    rows = []
-    for name in p3["_cited"]:
-        ours_f = dr["human"]["f_score"] if (dr and name == "Human" and dr.get("human")) else None
-        rows.append(
-            {
-                "model": name + (" (cited)" if name != "Human" else " (2nd observer)"),
-                "paper bpd": None,
-                f"{ours} bpd": None,
-                "paper F": p3[name]["f_score"],
-                f"{ours} F": ours_f,
-            }
-        )
-    for key, name in (("factored", "Factored"), ("cnf_uniform", "CNF Uniform"), ("cnf", "CNF")):
-        s = (dr or {}).get("summary", {}).get(key)
-        rows.append(
-            {
-                "model": name,
-                "paper bpd": f"{p3[name]['bpd']} ± {p3[name]['bpd_std']}",
-                f"{ours} bpd": f"{s['bpd']:.4f} ± {s['bpd_std']:.4f}" if s else None,
-                "paper F": f"{p3[name]['f_score']} ± {p3[name]['f_score_std']}",
-                f"{ours} F": f"{s['f_score']:.3f} ± {s['f_score_std']:.3f}" if s else None,
-            }
-        )
-    out["winkler_table3"] = pd.DataFrame(rows).set_index("model")
-
-    px, mn = paper_numbers("xiao_table1_accuracy"), _ours(folder, "mnist")
-    rows = []
-    for ds in ("MNIST", "FashionMNIST"):
-        got = (mn or {}).get("datasets", {}).get(ds, {})
-        rows.append(
-            {
-                "dataset": ds,
-                "paper (forward pass)": px[ds],
-                f"{ours} forward pass": got.get("accuracy_forward_pass"),
-                f"{ours} CNF + Bayes' rule": got.get("accuracy_cnf_bayes"),
-            }
-        )
-    out["xiao_table1"] = pd.DataFrame(rows).set_index("dataset")
-    return out
+    sr_doc = _load(folder, "super_resolution")
+    return {
+        "winkler_table1": sr.paper_table1(sr_doc, profile),
+        "winkler_table2": sr.paper_table2(sr_doc, profile),
+        "winkler_table3": drive.paper_table(_load(folder, "drive"), profile),
+        "xiao_table1": mnist.paper_table(_load(folder, "mnist"), profile),
+    }
 
 
 def write_tables(profile: str, root: Path = ROOT) -> list[Path]:

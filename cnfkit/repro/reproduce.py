@@ -128,37 +128,10 @@ def run(
             print(f"[dry-run] ImageNet absent: tiny files in the official PNG layout in {folder}")
     stamps = out / ".stamps"
     stamps.mkdir(exist_ok=True)
-    params = {
-        "profile": profile,
-        "data_root": str(data_root()),
-        "data_mirror": str(mirror_root() or ""),
-        "results_dir": str(out),
-        "progress": True,
-        "device": device,
-        "checkpoint_dir": str(out / "checkpoints"),  # used by the notebooks that train for long (DRIVE, SR, MNIST)
-        "dry_run": dry_run,
-    }
+    params = _parameters(profile, out, device, dry_run)
     digest = _sources_digest()
-    available = notebooks(root / "notebooks")
-    if only is not None:
-        if not only:
-            print(
-                "--only needs at least one notebook name or number prefix (e.g. --only 03 04); valid: "
-                f"{', '.join(nb.stem for nb in available)}",
-                file=sys.stderr,
-            )
-            return 2
-        unknown = [o for o in only if not any(nb.name.startswith(o) for nb in available)]
-        if unknown:
-            print(
-                f"--only: no numbered notebook starts with {', '.join(map(repr, unknown))}; "
-                f"valid: {', '.join(nb.stem for nb in available) or '(none)'}",
-                file=sys.stderr,
-            )
-            return 2
-    todo = [nb for nb in available if only is None or any(nb.name.startswith(o) for o in only)]
+    todo = _selected(notebooks(root / "notebooks"), only, root)
     if not todo:
-        print(f"no numbered notebooks (NN_*.ipynb) found in {root / 'notebooks'}", file=sys.stderr)
         return 2
     for nb in todo:
         declared = pm.inspect_notebook(str(nb))  # inject only what the notebook's parameters cell declares
@@ -175,38 +148,88 @@ def run(
         # invalidate first: a run that is killed or fails must never leave an old "complete" stamp behind
         stamp.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(nb), str(executed), parameters=nb_params, cwd=str(nb.parent), progress_bar=True)
-        except pm.PapermillExecutionError as exc:
-            print(
-                f"\nFAILED: {nb.name}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\nthe executed notebook with "
-                f"the error is {executed}",
-                file=sys.stderr,
-            )
-            return 1
-        # the kernel died (OOM killer, kill -9), timed out or could not start: report, never a traceback
-        except Exception as exc:  # noqa: BLE001
-            cell = _running_cell(executed)
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
-            if type(exc).__name__ == "DeadKernelError":
-                reason += " (the kernel died: out of memory, killed, or crashed)"
-            print(
-                f"\nFAILED: {nb.name}, cell {cell} ({reason})\nthe partially executed notebook is {executed}",
-                file=sys.stderr,
-            )
+        if not _execute(nb, executed, nb_params):
             return 1
         sanitize_notebook(executed, root)
         wall = round(time.perf_counter() - t0, 1)
         stamp.write_text(json.dumps({"key": key, "wall_time_s": wall}) + "\n")
-        timings_path = out / "notebook_times.json"  # wall time of each notebook's last complete run
-        timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-        timings[nb.stem] = {
-            "wall_time_s": wall,
-            "git_commit": git_commit(),
-        }  # the device each experiment ran on is in its JSON provenance
-        timings_path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
+        _record_time(out, nb.stem, wall)
         print(f"[done] {nb.name} in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def _parameters(profile: str, out: Path, device: str, dry_run: bool) -> dict:
+    """What ``make reproduce`` injects into every notebook that declares it."""
+    return {
+        "profile": profile,
+        "data_root": str(data_root()),
+        "data_mirror": str(mirror_root() or ""),
+        "results_dir": str(out),
+        "progress": True,
+        "device": device,
+        "checkpoint_dir": str(out / "checkpoints"),  # used by the notebooks that train for long (DRIVE, SR, MNIST)
+        "dry_run": dry_run,
+    }
+
+
+def _selected(available: list[Path], only: list[str] | None, root: Path) -> list[Path]:
+    """The notebooks ``--only`` names (number or name prefixes), all without it; an empty list, with the reason
+    printed, when ``--only`` is empty or names none, or when there are no numbered notebooks."""
+    if only is not None:
+        valid = ", ".join(nb.stem for nb in available) or "(none)"
+        unknown = [o for o in only if not any(nb.name.startswith(o) for nb in available)]
+        if not only:
+            print(
+                f"--only needs at least one notebook name or number prefix (e.g. --only 03 04); valid: {valid}",
+                file=sys.stderr,
+            )
+            return []
+        if unknown:
+            print(
+                f"--only: no numbered notebook starts with {', '.join(map(repr, unknown))}; valid: {valid}",
+                file=sys.stderr,
+            )
+            return []
+    todo = [nb for nb in available if only is None or any(nb.name.startswith(o) for o in only)]
+    if not todo:
+        print(f"no numbered notebooks (NN_*.ipynb) found in {root / 'notebooks'}", file=sys.stderr)
+    return todo
+
+
+def _execute(nb: Path, executed: Path, params: dict) -> bool:
+    """Run one notebook with papermill into ``executed``; a failure prints the notebook, the cell and the reason
+    (never a traceback) and returns False."""
+    import papermill as pm
+
+    try:
+        pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent), progress_bar=True)
+        return True
+    except pm.PapermillExecutionError as exc:
+        print(
+            f"\nFAILED: {nb.name}, cell {exc.exec_count} ({exc.ename}: {exc.evalue})\nthe executed notebook with "
+            f"the error is {executed}",
+            file=sys.stderr,
+        )
+    # the kernel died (OOM killer, kill -9), timed out or could not start: report, never a traceback
+    except Exception as exc:  # noqa: BLE001
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
+        if type(exc).__name__ == "DeadKernelError":
+            reason += " (the kernel died: out of memory, killed, or crashed)"
+        cell = _running_cell(executed)
+        print(
+            f"\nFAILED: {nb.name}, cell {cell} ({reason})\nthe partially executed notebook is {executed}",
+            file=sys.stderr,
+        )
+    return False
+
+
+def _record_time(out: Path, stem: str, wall: float) -> None:
+    """``notebook_times.json``: the wall time and commit of each notebook's last complete run (the device each
+    experiment ran on is in its JSON provenance)."""
+    path = out / "notebook_times.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[stem] = {"wall_time_s": wall, "git_commit": git_commit()}
+    path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
 
 
 def refresh_committed(root: Path = ROOT, only: list[str] | None = None) -> int:
