@@ -17,7 +17,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export CNFKIT_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export PYTHONHASHSEED := 0
 
-.PHONY: help env test test-fast reproduce smoke notebooks lab book bench bench-throughput data clean
+.PHONY: help env test test-fast reproduce smoke notebooks lab book bench bench-throughput gpu-check data clean
 
 help:
 	@echo "make test                 pytest + nbval on the committed notebooks (creates the environment)"
@@ -28,6 +28,7 @@ help:
 	@echo "make book [PROFILE=quick] the static site: README, executed notebooks, guide, API reference (build/book/<profile>/)"
 	@echo "make bench                every experiment and phase against the machine's FLOP limit (benchmarks/phases.py)"
 	@echo "make bench-throughput     flow-only train/sample throughput, eager and compiled (benchmarks/throughput.py)"
+	@echo "make gpu-check [DEVICE=cpu DRY_RUN=1]  the one short GPU check (benchmarks/gpu_check.py, <= 8 min)"
 	@echo "make data                 verify / download the datasets (python -m cnfkit.data fetch)"
 	@echo "make clean                remove the environment, caches and smoke results"
 
@@ -54,6 +55,7 @@ test: $(STAMP)
 		echo "nbval: re-running the committed notebooks (smoke outputs)"; \
 		$(PY) -m pytest -q --nbval -p no:cacheprovider --nbval-current-env notebooks/ ; \
 	fi
+	$(MAKE) --no-print-directory gpu-check DEVICE=cpu DRY_RUN=1
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -x
@@ -78,6 +80,11 @@ bench: $(STAMP)
 
 bench-throughput: $(STAMP)
 	$(PY) benchmarks/throughput.py --out results/benchmarks
+
+# on a GPU: results/benchmarks/phases_cuda.{json,md} and gpu_check_cuda.md; DRY_RUN=1: smoke sizes into build/
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --device $(if $(filter auto,$(DEVICE)),cuda,$(DEVICE)) \
+		$(if $(DRY_RUN),--dry-run --out build/gpu-check,--out results/benchmarks)
 
 data: $(STAMP)
 	$(PY) -m cnfkit.data fetch

@@ -281,8 +281,10 @@ def run_row(
     warmup: int,
     peak: float,
     max_batch: int | None = None,
+    compiled: bool = False,
 ) -> dict:
-    """One row, in this process (the parent runs each row in a fresh one)."""
+    """One row, in this process (the parent runs each row in a fresh one).  ``compiled``: the unit runs under
+    ``torch.compile`` (FLOPs are counted on the eager unit, the same arithmetic, before compiling)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from cnfkit.utils import set_threads
@@ -304,6 +306,11 @@ def run_row(
     with counter:
         call()
     gflop = counter.get_total_flops() / 1e9
+    if compiled:
+        fn = torch.compile(fn)
+        call()  # compilation, untimed
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     seconds = _time(call, repeats, warmup, dev)
     return {
         "experiment": experiment,
@@ -319,6 +326,7 @@ def run_row(
         "peak_mem_mb": round(_peak_mem_mb(dev), 1),
         "workload": workload,
         "threads": torch.get_num_threads(),
+        "mode": "compiled" if compiled else "eager",
     }
 
 

@@ -219,11 +219,13 @@ def run_fingerprints(
 
 
 def load_run(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprints: dict[str, Any], device: Any
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprints: dict[str, Any]
 ) -> dict[str, Any]:
     """Read the checkpoint at ``path``, refuse another run's (:func:`check_fingerprints`), and load the model's
     and optimizer's state from it; returns the checkpoint (step, history, wall time, RNG states)."""
-    ckpt = read_checkpoint(path, map_location=device)
+    # read onto the CPU whatever the run's device: RNG states must stay CPU tensors, and load_state_dict copies
+    # parameters and optimizer state onto the model's device (a checkpoint written on a GPU resumes on a CPU and back)
+    ckpt = read_checkpoint(path, map_location="cpu")
     check_fingerprints(path, ckpt.get("fingerprints", {}), fingerprints)
     try:
         model.load_state_dict(ckpt["model"])

@@ -246,7 +246,7 @@ class Trainer:
             remove_stale_temporaries(path.parent, r"\." + re.escape(path.name) + r"\.(\d+)\.tmp")
         if not path.exists():
             return False
-        ckpt = load_run(path, self.model, self.optimizer, self.fingerprints(), self.device)
+        ckpt = load_run(path, self.model, self.optimizer, self.fingerprints())
         self.step, self.history, self.wall_time = ckpt["step"], ckpt["history"], ckpt["wall_time"]
         rngs = ckpt["rng"]
         if self.step >= self.config.steps:
