@@ -17,11 +17,12 @@ SHARED_DATA := $(abspath ../shared/data)
 export CNFKIT_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export PYTHONHASHSEED := 0
 
-.PHONY: help env test test-fast reproduce smoke notebooks lab book bench bench-throughput gpu-check data clean
+.PHONY: help env test test-fast reproduce verify smoke notebooks lab book bench bench-throughput gpu-check data clean
 
 help:
 	@echo "make test                 pytest + nbval on the committed notebooks (creates the environment)"
 	@echo "make reproduce [PROFILE=smoke|quick|full] [DEVICE=auto|cpu|cuda:N]   run every notebook, write results/<profile>/"
+	@echo "make verify [PROFILE=quick] [ONLY=02]  rerun into build/verify/ and compare with the committed results"
 	@echo "make smoke                reproduce with PROFILE=smoke"
 	@echo "make notebooks            re-execute the committed notebooks in place (smoke outputs, what nbval checks)"
 	@echo "make lab                  JupyterLab on notebooks/"
@@ -62,6 +63,10 @@ test-fast: $(STAMP)
 
 reproduce: $(STAMP)
 	$(PY) -m cnfkit.repro.reproduce $(if $(PROFILE),--profile $(PROFILE),) --device $(DEVICE) $(if $(DRY_RUN),--dry-run,)
+
+verify: $(STAMP)
+	$(PY) -m cnfkit.repro.verify --profile $(or $(PROFILE),quick) $(if $(ONLY),--only $(ONLY),) \
+		--device $(if $(filter auto,$(DEVICE)),cpu,$(DEVICE))
 
 smoke:
 	$(MAKE) reproduce PROFILE=smoke

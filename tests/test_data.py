@@ -125,3 +125,28 @@ def test_unknown_dataset_names_are_refused_by_the_command_line(capsys):
 
     assert main(["list", "NoSuchSet"]) == 2
     assert "unknown dataset(s): NoSuchSet" in capsys.readouterr().err
+
+
+def test_truncated_local_file_offline_says_checksum_and_download_both_failed(tmp_path, monkeypatch):
+    """A corrupt local copy with the download failing too: the error names both (it said only 'could not download')."""
+    monkeypatch.delenv("CNFKIT_DATA_MIRROR", raising=False)
+    spec = _spec(tmp_path, {"a.bin": b"hello world"})
+    (tmp_path / "served" / "a.bin").unlink()  # the server is unreachable for this file
+    (tmp_path / "root" / "Fake").mkdir(parents=True)
+    (tmp_path / "root" / "Fake" / "a.bin").write_bytes(b"hello")  # truncated
+    with pytest.raises(DatasetError) as exc:
+        dataset_dir(spec, root=tmp_path / "root", download=True, progress=False)
+    msg = str(exc.value)
+    assert "checksum mismatch" in msg and "a.bin" in msg and "download also failed" in msg and "How to get" in msg
+
+
+def test_read_idx_on_a_corrupt_gzip_names_the_file(tmp_path):
+    from cnfkit.data.mnist import read_idx
+
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz"):
+        read_idx(bad)
+    bad.write_bytes(b"not gzip at all")
+    with pytest.raises(DatasetError, match="not a readable"):
+        read_idx(bad)

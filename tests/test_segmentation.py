@@ -232,3 +232,28 @@ def test_drive_run_reports_the_probabilistic_metrics():
     assert h["ged_between_annotators"] == pytest.approx(1 / 3)
     payload = drive.json_payload(out)
     assert "samples" not in payload["runs"]["cnf"][0] and "soft_maps" not in payload["runs"]["cnf"][0]
+
+
+def test_fig5_shows_every_series_and_no_point_is_clipped():
+    """Fig 5's single-sample scatter: factored samples at precision ~0.3 were outside a fixed 0.4-1 view."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cnfkit.experiments import drive
+
+    curve = {"recall": [0.2, 0.6, 0.9], "precision": [0.95, 0.8, 0.5]}
+    runs = {
+        "factored": [{"pr_curve": curve, "max_f_score": 0.7, "sample_precision_recall": [[0.31, 0.9], [0.33, 0.88]]}],
+        "cnf": [{"pr_curve": curve, "max_f_score": 0.75, "sample_precision_recall": [[0.8, 0.7], [0.78, 0.72]]}],
+    }
+    human = {"recall": 0.77, "precision": 0.81, "f_score": 0.79, "sample_precision_recall": [[0.81, 0.77]]}
+    fig = drive.plot_pr({"runs": runs, "human": human})
+    scatter_ax = fig.axes[1]
+    (x0, x1), (y0, y1) = scatter_ax.get_xlim(), scatter_ax.get_ylim()
+    for coll in scatter_ax.collections:
+        pts = coll.get_offsets()
+        inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
+        assert inside.all(), coll.get_label()
+    plt.close(fig)

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from .store import dataset_dir
+from .store import DatasetError, dataset_dir
 
 __all__ = ["MNIST_LIKE", "load_mnist", "read_idx"]
 
@@ -25,7 +25,10 @@ _DTYPES: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2",
 def read_idx(path: str | Path) -> np.ndarray:
     """Parse an idx file (optionally gzipped): magic ``0 0 dtype ndim``, big-endian dims, data."""
     path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DatasetError(f"{path} is not a readable (gzipped) idx file ({exc}): delete it and fetch it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise ValueError(f"{path} is not an idx file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]

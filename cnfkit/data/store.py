@@ -223,14 +223,18 @@ def dataset_dir(
         download = mirror_p is None and not os.environ.get("CNFKIT_OFFLINE")
     if download and spec.urls:
         folder = root_p / spec.name
-        for f in spec.files:
-            p = folder / f.path
-            if _file_problem(p, f):
-                _download(spec, f, p, progress)
-        problems = _problems(folder, spec)
-        if not problems:
-            return folder
-        found += problems
+        try:
+            for f in spec.files:
+                p = folder / f.path
+                if _file_problem(p, f):
+                    _download(spec, f, p, progress)
+        except DatasetError as exc:  # say both: what is wrong with the local copy, and that the download failed too
+            found.append(f"the download also failed: {exc}")
+        else:
+            problems = _problems(folder, spec)
+            if not problems:
+                return folder
+            found += [p for p in problems if p not in found]
     detail = ("\nFound:\n  " + "\n  ".join(found)) if found else ""
     raise DatasetError(f"dataset {spec.name} is not available.{detail}\n{_how(spec, root_p, mirror_p)}")
 

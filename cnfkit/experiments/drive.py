@@ -530,15 +530,29 @@ def plot_pr(result: dict[str, Any], paper: dict[str, Any] | None = None):
         )
         pts = np.array(h["sample_precision_recall"])
         b.scatter(pts[:, 1], pts[:, 0], s=14, color="black", marker="x", label="Human")
-    for ax, title in ((a, "PR curves (soft maps), max F-score"), (b, "precision/recall of single samples")):
-        ax.set_xlim(0.4, 1)
-        ax.set_ylim(0.4, 1)
+    scattered = [np.asarray(r[0]["sample_precision_recall"]) for r in result["runs"].values()]
+    if result.get("human"):
+        scattered.append(np.asarray(result["human"]["sample_precision_recall"]))
+    for ax, title, low in (
+        (a, "PR curves (soft maps), max F-score", 0.4),  # the paper's view of the curves
+        (b, "precision/recall of single samples", _axis_floor(scattered, 0.4)),  # every sample's point in view
+    ):
+        ax.set_xlim(low, 1)
+        ax.set_ylim(low, 1)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_title(title)
         ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
+
+
+def _axis_floor(points: list[np.ndarray], default: float) -> float:
+    """The lower limit of a [low, 1] precision/recall axis that shows every point: ``default`` unless a point lies
+    below it, then a 0.05 step under the lowest point."""
+    finite = [v for p in points for v in np.asarray(p, dtype=float).ravel() if np.isfinite(v)]
+    lowest = min(finite, default=default)
+    return default if lowest >= default else max(0.0, math.floor(lowest / 0.05) * 0.05 - 0.05)
 
 
 def threshold_statistics(result: dict[str, Any], test: DriveSplit, threshold: float) -> dict[str, dict[str, float]]:
@@ -578,8 +592,9 @@ def threshold_view(result: dict[str, Any], test: DriveSplit, threshold: float):
         a.scatter(
             [stats[name]["recall"]], [stats[name]["precision"]], color=colours[name], s=60, edgecolor="black", zorder=3
         )
-    a.set_xlim(0.3, 1)
-    a.set_ylim(0.3, 1)
+    low = _axis_floor([np.array([[v["precision"], v["recall"]] for v in stats.values()])], 0.3)
+    a.set_xlim(low, 1)
+    a.set_ylim(low, 1)
     a.set_xlabel("recall")
     a.set_ylabel("precision")
     a.set_title(f"operating point at threshold {threshold:.2f}")

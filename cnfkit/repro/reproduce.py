@@ -106,8 +106,10 @@ def run(
     root: Path = ROOT,
     device: str = "auto",
     dry_run: bool = False,
+    out: Path | None = None,
 ) -> int:
-    """Run the numbered notebooks of ``root/notebooks`` into ``root/results/<profile>``; 0 on success.
+    """Run the numbered notebooks of ``root/notebooks`` into ``root/results/<profile>`` (or ``out``: ``make verify``
+    reruns into a scratch folder); 0 on success.
 
     ``dry_run``: the profile's architecture and data sizes with step counts and evaluation sets capped
     (each config's ``dry_run_caps``), into the git-ignored ``results/<profile>-dry-run/``; ImageNet, when
@@ -118,7 +120,7 @@ def run(
     profile = resolve_profile(profile)
     if not explicit:
         print(f"PROFILE not given: using {profile!r} ({'CUDA available' if profile == 'full' else 'no CUDA'})")
-    out = root / "results" / (f"{profile}-dry-run" if dry_run else profile)
+    out = Path(out) if out is not None else root / "results" / (f"{profile}-dry-run" if dry_run else profile)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     if dry_run:
         import os

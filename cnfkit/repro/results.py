@@ -20,9 +20,19 @@ import torch
 from ..data.store import REGISTRY
 from ..utils import PhaseTimer, phase
 
-__all__ = ["PhaseTimer", "curve_summary", "git_commit", "load_json", "phase", "provenance", "save_json"]
+__all__ = ["PhaseTimer", "curve_summary", "git_commit", "load_json", "phase", "provenance", "save_json", "shown"]
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (cnfkit/repro/ is two levels down)
+
+
+def shown(path: str | Path) -> str:
+    """A path as the notebooks print it: relative to the repository when inside it (no machine's absolute path in
+    committed outputs), else as given (results written elsewhere, e.g. by ``make verify`` or a reader's folder)."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(p)
 
 
 def git_commit(root: Path = ROOT) -> str:
