@@ -28,7 +28,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DatasetError(f"{path} is not a readable (gzipped) idx file ({exc}): delete it and fetch it again") from None
+        raise DatasetError(
+            f"{path} is not a readable (gzipped) idx file ({exc}): delete it and fetch it again"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise ValueError(f"{path} is not an idx file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
