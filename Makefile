@@ -48,15 +48,18 @@ endif
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check cnfkit tests benchmarks examples notebooks/conftest.py
-	$(PY) -m ruff format --check cnfkit tests benchmarks examples notebooks/conftest.py
+	$(PY) -m ruff check cnfkit tests benchmarks examples scripts notebooks/conftest.py
+	$(PY) -m ruff format --check cnfkit tests benchmarks examples scripts notebooks/conftest.py
 	$(PY) -m mypy cnfkit
-	$(PY) -m pytest -q tests
+	@mkdir -p build/test-reports
+	$(PY) -m pytest -q tests --junitxml=build/test-reports/tests.xml
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		echo "nbval: re-running the committed notebooks (smoke outputs)"; \
-		$(PY) -m pytest -q --nbval -p no:cacheprovider --nbval-current-env notebooks/ ; \
+		$(PY) -m pytest -q --nbval -p no:cacheprovider --nbval-current-env notebooks/ \
+			--junitxml=build/test-reports/nbval.xml ; \
 	fi
 	$(MAKE) --no-print-directory gpu-check DEVICE=cpu DRY_RUN=1
+	@$(PY) scripts/skip_summary.py build/test-reports/tests.xml build/test-reports/nbval.xml
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -x

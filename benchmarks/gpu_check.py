@@ -228,7 +228,11 @@ def workload_counts(profile: str) -> dict[str, dict]:
     sr_images = 5 + 14 + min(100, sr.max_test_images)
     return {
         "theory_rotating": {"train_steps": 2 * th.rot_steps, "eval_units": 0, "note": "CNF and Gaussian"},
-        "theory_gmm": {"train_steps": len(theory.GMM_METHODS) * th.gmm_steps, "eval_units": 0, "note": f"{len(theory.GMM_METHODS)} methods"},
+        "theory_gmm": {
+            "train_steps": len(theory.GMM_METHODS) * th.gmm_steps,
+            "eval_units": 0,
+            "note": f"{len(theory.GMM_METHODS)} methods",
+        },
         "mnist": {
             "train_steps": 2 * flow_steps,
             "eval_units": 2,
