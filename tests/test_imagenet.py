@@ -117,3 +117,59 @@ def test_a_changed_source_is_packed_again_and_a_killed_pack_leaves_nothing(tmp_p
         load_imagenet(8, "train", "png", root=tmp_path / "root", mirror=tmp_path / "m", progress=False)
     packed = tmp_path / "root" / "ImageNet8" / "packed"
     assert not list(packed.glob(".*tmp")) and not list(packed.glob("*.npy"))  # nothing half-written looks complete
+
+
+def _load(tmp_path, release="png"):
+    return load_imagenet(8, "train", release, root=tmp_path / "root", mirror=tmp_path / "mirror", progress=False)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a png", "truncated"])
+def test_every_corrupt_png_is_a_dataset_error_naming_it(tmp_path, content):
+    _write_png_release(tmp_path / "mirror", 8, 3)
+    bad = tmp_path / "mirror" / "ImageNet8" / "train_8x8" / "00001.png"
+    bad.write_bytes(bad.read_bytes()[:40] if content == "truncated" else content)
+    with pytest.raises(DatasetError, match="00001.png"):
+        _load(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04broken zip", "truncated", "no data key"])
+def test_every_corrupt_npz_batch_is_a_dataset_error_naming_it(tmp_path, content):
+    _write_npz_release(tmp_path / "mirror", 8, [2, 2])
+    bad = tmp_path / "mirror" / "ImageNet8" / "Imagenet8_train_npz" / "train_data_batch_2.npz"
+    if content == "truncated":
+        bad.write_bytes(bad.read_bytes()[:100])
+    elif content == "no data key":
+        np.savez(bad, other=np.zeros(3))
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(DatasetError, match="train_data_batch_2.npz"):
+        _load(tmp_path, "npz")
+
+
+def test_packed_cache_is_verified_and_rebuilt_when_stale(tmp_path):
+    _write_png_release(tmp_path / "mirror", 8, 4)
+    first = _load(tmp_path)[:]
+    packed = tmp_path / "root" / "ImageNet8" / "packed" / "png_train_8.uint8.npy"
+    manifest = packed.with_suffix(".json")
+    raw = bytearray(packed.read_bytes())
+    raw[-1] ^= 0xFF  # a flipped byte in the cache
+    packed.write_bytes(bytes(raw))
+    assert torch.equal(_load(tmp_path)[:], first)  # detected by its sha256 and packed again
+    manifest.write_text("{ corrupt")  # a corrupt manifest: packed again, no JSONDecodeError
+    assert torch.equal(_load(tmp_path)[:], first)
+    # a source replaced by another of the same size (a new modification time): packed again, with the new pixels
+    src = tmp_path / "mirror" / "ImageNet8" / "train_8x8" / "00002.png"
+    Image.fromarray(_pattern(9, 8).transpose(1, 2, 0)).save(src)
+    st = src.stat()
+    import os
+
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert torch.equal(_load(tmp_path)[2], torch.from_numpy(_pattern(9, 8)))
+
+
+def test_indexing_returns_tensors_safe_to_modify(tmp_path):
+    _write_png_release(tmp_path / "mirror", 8, 3)
+    a = _load(tmp_path)
+    for t in (a[0], a[1:3], a[torch.tensor([2, 0])]):
+        t.add_(1)  # crashed (segfault) on a view of the read-only memory map
+    assert torch.equal(a[0], torch.from_numpy(_pattern(0, 8)))  # the cache is untouched
