@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cnfkit.repro import claims
 
 
@@ -97,3 +99,21 @@ def test_curve_summary_reads_the_end_of_training():
     assert curve_summary([{"step": 1, "loss": 1.0}] * 5) is None  # too short to say
     c = curve_summary([{"step": s, "loss": 10.0 - s} for s in range(1, 11)] + [{"step": 10, "final": 1.0}])
     assert c == {"steps": 10, "loss_last_fifth": 0.5, "loss_fifth_before": 2.5, "relative_drop": 0.8}
+
+
+def test_one_seed_never_prints_a_spread_of_zero():
+    from cnfkit.repro.results import with_spread
+
+    assert with_spread(0.13591, 0.0, 1, 4) == "0.1359 (1 seed)"
+    assert with_spread(0.13591, 0.0021, 3, 4) == "0.1359 ± 0.0021 (3 seeds)"
+
+
+@pytest.mark.parametrize("acc,holds", [(0.995, True), (0.984, True), (0.981, True), (0.975, False)])
+def test_reaching_the_papers_accuracy_is_one_sided_with_binomial_noise(acc, holds):
+    """Better than the paper holds ("reaches"); below it by more than 2 SE of the difference does not."""
+    from cnfkit.repro.claims import _forward_accuracy
+
+    got = _forward_accuracy("MNIST")(
+        {"mnist": {"datasets": {"MNIST": {"accuracy_forward_pass": acc, "n_test": 10000}}}}
+    )
+    assert got is not None and got[1] is holds and "SE" in got[0]

@@ -35,7 +35,7 @@ from ..metrics import f_score, max_f_score, pr_curve, precision_recall
 from ..models.segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
 from ..repro.paper import paper_numbers
 from ..repro.profiles import Config, ConfigError, select
-from ..repro.results import curve_summary, phase
+from ..repro.results import curve_summary, phase, with_spread
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
 from .cli import command_line
@@ -455,9 +455,11 @@ def paper_table(payload: dict[str, Any] | None, profile: str):
             {
                 "model": name,
                 "paper bpd": f"{p3[name]['bpd']} ± {p3[name]['bpd_std']}",
-                f"{ours} bpd": f"{s['bpd']:.4f} ± {s['bpd_std']:.4f}" if s else None,
+                f"{ours} bpd": with_spread(s["bpd"], s.get("bpd_std"), len(s.get("seeds", [0])), 4) if s else None,
                 "paper F": f"{p3[name]['f_score']} ± {p3[name]['f_score_std']}",
-                f"{ours} F": f"{s['f_score']:.3f} ± {s['f_score_std']:.3f}" if s else None,
+                f"{ours} F": with_spread(s["f_score"], s.get("f_score_std"), len(s.get("seeds", [0])), 3)
+                if s
+                else None,
             }
         )
     return pd.DataFrame(rows).set_index("model")

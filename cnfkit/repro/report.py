@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .paper import paper_numbers
+from .results import with_spread
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (cnfkit/repro/ is two levels down)
 
@@ -157,9 +158,9 @@ def _drive_section(doc: dict[str, Any], tag: str) -> str:
         [
             key,
             paper[key]["bpd"],
-            f"{s[k]['bpd']:.4f} ± {s[k]['bpd_std']:.4f}",
+            with_spread(s[k]["bpd"], s[k].get("bpd_std"), len(s[k].get("seeds", [0])), 4),
             paper[key]["f_score"],
-            f"{s[k]['f_score']:.3f} ± {s[k]['f_score_std']:.3f}",
+            with_spread(s[k]["f_score"], s[k].get("f_score_std"), len(s[k].get("seeds", [0])), 3),
         ]
         for k, key in PAPER_KEYS.items()
         if k in s

@@ -20,7 +20,17 @@ import torch
 from ..data.store import REGISTRY
 from ..utils import PhaseTimer, phase
 
-__all__ = ["PhaseTimer", "curve_summary", "git_commit", "load_json", "phase", "provenance", "save_json", "shown"]
+__all__ = [
+    "PhaseTimer",
+    "curve_summary",
+    "git_commit",
+    "load_json",
+    "phase",
+    "provenance",
+    "save_json",
+    "shown",
+    "with_spread",
+]
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (cnfkit/repro/ is two levels down)
 
@@ -33,6 +43,13 @@ def shown(path: str | Path) -> str:
         return p.resolve().relative_to(ROOT).as_posix()
     except ValueError:
         return str(p)
+
+
+def with_spread(mean: float, std: float | None, n: int, digits: int) -> str:
+    """``mean ± std`` over ``n > 1`` seeds; one seed has no spread to print: ``mean (1 seed)`` (never ``± 0.000``)."""
+    if n > 1 and std is not None:
+        return f"{mean:.{digits}f} ± {std:.{digits}f} ({n} seeds)"
+    return f"{mean:.{digits}f} (1 seed)"
 
 
 def git_commit(root: Path = ROOT) -> str:
