@@ -216,12 +216,9 @@ def _tiles_progress(label: str) -> Callable[[Iterator[Any], int], Iterator[Any]]
 # --- the two commands -----------------------------------------------------------------------------
 
 
-def _superres_setup(a, device: torch.device) -> Callable[[Tensor, int], dict[str, Tensor]]:
-    from .data.imresize import imresize
-    from .data.transforms import crop_to, pad_to_multiple
+def _superres_models(a, device: torch.device) -> tuple[SRFlow, FactorizedLogisticSR | None, int]:
+    """The CNF, the baseline (when its checkpoint is there) and the LR multiple the squeezes need."""
     from .experiments import superres as sr
-    from .models.superres import _lr_input
-    from .tiling import apply_tiled, receptive_radius
 
     folder = Path(a.checkpoint)
     sizes = sorted(
@@ -243,6 +240,16 @@ def _superres_setup(a, device: torch.device) -> Callable[[Tensor, int], dict[str
     if (run / f"baseline_{size}" / "last.pt").is_file():
         base, _ = _load(run / f"baseline_{size}" / "last.pt", build_base, device)
     multiple = 2 ** sr.SRConfig.from_dict(user["config"]).levels // 2
+    return cnf, base, multiple
+
+
+def _superres_setup(a, device: torch.device) -> Callable[[Tensor, int], dict[str, Tensor]]:
+    from .data.imresize import imresize
+    from .data.transforms import crop_to, pad_to_multiple
+    from .models.superres import _lr_input
+    from .tiling import apply_tiled, receptive_radius
+
+    cnf, base, multiple = _superres_models(a, device)
 
     def zero_noise(x: Tensor) -> Tensor:  # the CNF at temperature 0: deterministic, differentiable
         return cnf.flow._sample(_lr_input(x.to(device)), num_samples=None, temperature=0.0, generator=None)[0]
