@@ -172,6 +172,8 @@ def point_cloud_distance(a, b) -> dict:
     a, b = torch.as_tensor(np.asarray(a, dtype=np.float64)), torch.as_tensor(np.asarray(b, dtype=np.float64))
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or len(a) == 0 or len(b) == 0:
         raise ValueError(f"point clouds must be non-empty [n, d] and [m, d], got {tuple(a.shape)} and {tuple(b.shape)}")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError("point clouds contain NaN or Inf values: a distance between them is undefined")
     ab, aa, bb = torch.cdist(a, b), torch.cdist(a, a), torch.cdist(b, b)
     energy = 2 * ab.mean() - aa.mean() - bb.mean()
     return {"energy_distance": float(energy), "mean_nearest": float(ab.min(dim=1).values.mean())}
@@ -243,13 +245,16 @@ def pixel_diversity(samples: Tensor) -> float:
     """Mean over pixels of the standard deviation across ``samples [n, ...]`` of one input (n >= 2)."""
     if samples.shape[0] < 2:
         raise ValueError("diversity needs at least 2 samples")
+    if not torch.isfinite(samples).all():
+        raise ValueError("samples contain NaN or Inf values: their diversity is undefined")
     return float(samples.double().std(dim=0, unbiased=True).mean())
 
 
 def mode_mass_error(samples: Tensor, centers: Tensor, true_mass: Tensor) -> dict:
     """How a method's posterior samples ``[n, d]`` spread over the modes ``centers [K, d]`` (each sample
     counted for its nearest centre) against the true posterior mass per mode ``true_mass [K]``:
-    the mass per mode, the total variation ``0.5 * sum |mass - true|`` and the largest error."""
+    the mass per mode, the total variation ``0.5 * (sum |mass - true| + lost)`` and the largest error, where ``lost``
+    is the fraction of non-finite samples (``non_finite``: they belong to no mode)."""
     if (
         samples.dim() != 2
         or centers.dim() != 2
@@ -259,10 +264,17 @@ def mode_mass_error(samples: Tensor, centers: Tensor, true_mass: Tensor) -> dict
         raise ValueError("samples [n, d], centers [K, d] and true_mass [K] needed")
     if abs(float(true_mass.sum()) - 1) > 1e-6:
         raise ValueError("true_mass must sum to 1")
-    nearest = torch.cdist(samples.double(), centers.double()).argmin(dim=1)
+    finite = torch.isfinite(samples).all(dim=1)  # a NaN / Inf sample lands in no mode (it was counted for mode 0)
+    nearest = torch.cdist(samples[finite].double(), centers.double()).argmin(dim=1)
     mass = torch.bincount(nearest, minlength=centers.shape[0]).double() / max(1, samples.shape[0])
     err = (mass - true_mass.double()).abs()
-    return {"mass": mass.tolist(), "total_variation": float(0.5 * err.sum()), "max_error": float(err.max())}
+    lost = float(1 - finite.double().mean()) if samples.shape[0] else 0.0
+    return {
+        "mass": mass.tolist(),
+        "total_variation": float(0.5 * (err.sum() + lost)),  # the lost mass counts as misplaced
+        "max_error": float(err.max()),
+        "non_finite": lost,
+    }
 
 
 def plot_reliability(calibrations: dict[str, dict], title: str = "reliability diagram"):

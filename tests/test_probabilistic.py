@@ -127,3 +127,20 @@ def test_pixel_diversity_and_mode_mass():
         and out["max_error"] == pytest.approx(0.25)
     )
     np.testing.assert_allclose(mode_mass_error(samples, centers, torch.tensor([0.75, 0.25]))["total_variation"], 0.0)
+
+
+def test_non_finite_samples_are_never_silently_counted():
+    """A NaN sample was counted for mode 0, and NaNs passed through the diversity and point-cloud distances."""
+    import math
+
+    from cnfkit.probabilistic import mode_mass_error, pixel_diversity, point_cloud_distance
+
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    samples = torch.tensor([[0.1, 0.0], [math.nan, 0.0], [9.9, 0.0], [10.1, 0.0]])
+    r = mode_mass_error(samples, centers, torch.tensor([0.5, 0.5]))
+    assert r["mass"] == [0.25, 0.5] and r["non_finite"] == 0.25
+    assert r["total_variation"] == pytest.approx(0.5 * (0.25 + 0.0 + 0.25))
+    with pytest.raises(ValueError, match="NaN"):
+        pixel_diversity(torch.tensor([[1.0, math.nan], [2.0, 3.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        point_cloud_distance([[0.5, math.nan]], [[0.5, 0.5]])
