@@ -61,7 +61,8 @@ def test_superres_on_a_photo(tmp_path):
             assert im.size == (60, 42) and im.mode == "RGB"  # 2x the input
 
 
-def test_segment_on_a_fundus_image(tmp_path):
+def train_tiny_drive(checkpoint_dir):
+    """A DRIVE checkpoint trained in seconds on random images (for the segment command's tests)."""
     from cnfkit.data.drive import DriveSplit
     from cnfkit.experiments import drive
 
@@ -70,7 +71,11 @@ def test_segment_on_a_fundus_image(tmp_path):
     labels = (imgs[:, :1] > 0.8).float()
     split = DriveSplit(imgs, labels, torch.ones_like(labels), ["a", "b"])
     cfg = drive.CONFIGS["smoke"].replace(pad_to=48, crop=16, steps=2)
-    drive.run(cfg, data=(split, split), progress=False, device="cpu", checkpoint_dir=tmp_path / "ck", train_only=True)
+    drive.run(cfg, data=(split, split), progress=False, device="cpu", checkpoint_dir=checkpoint_dir, train_only=True)
+
+
+def test_segment_on_a_fundus_image(tmp_path):
+    train_tiny_drive(tmp_path / "ck")
     img = _png(tmp_path / "fundus.png", 30, 27)
     assert (
         main(

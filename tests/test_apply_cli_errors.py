@@ -12,6 +12,8 @@ from PIL import Image
 from cnfkit.__main__ import main
 from cnfkit.train import atomic_save, read_checkpoint
 
+from .test_apply_cli import train_tiny_drive
+
 
 def _png(path, h, w, seed=0):
     rng = np.random.default_rng(seed)
@@ -130,15 +132,7 @@ def test_tiles_give_the_whole_image_result(sr_ckpt, tmp_path):
 
 
 def test_segment_on_a_tiny_image_says_it_is_too_small(tmp_path, capsys):
-    from cnfkit.data.drive import DriveSplit
-    from cnfkit.experiments import drive
-
-    g = torch.Generator().manual_seed(0)
-    imgs = torch.rand(2, 3, 40, 36, generator=g)
-    labels = (imgs[:, :1] > 0.8).float()
-    split = DriveSplit(imgs, labels, torch.ones_like(labels), ["a", "b"])
-    cfg = drive.CONFIGS["smoke"].replace(pad_to=48, crop=16, steps=2)
-    drive.run(cfg, data=(split, split), progress=False, device="cpu", checkpoint_dir=tmp_path / "ck", train_only=True)
+    train_tiny_drive(tmp_path / "ck")
     tiny = _png(tmp_path / "tiny.png", 1, 1)
     args = ["segment", str(tiny), "--checkpoint", str(tmp_path / "ck"), "-o", str(tmp_path / "o"), "--device", "cpu"]
     assert main(args) == 1
