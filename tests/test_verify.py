@@ -32,7 +32,9 @@ def test_a_rerun_of_the_same_results_reproduces_them(made, tmp_path, capsys):
     report = json.loads((tmp_path / "verify_report.json").read_text())
     assert report["files"] == ["binary_dequantization"] and report["passed"]
     headline = [n for n in report["numbers"] if n["headline"]]
-    assert len(headline) == 3 and all(n["status"] == "identical" for n in headline)  # same machine, same threads
+    assert len(headline) == len(_json(made)["images"])  # test_bpd of every model
+    assert all(n["status"] == "identical" for n in headline)  # same machine, same threads
+    assert not any("_per_image" in n["path"] for n in report["numbers"])  # the claims' inputs, compared as verdicts
     assert not (made / "verify_report.json").exists()  # the committed side is never written
 
 
@@ -74,6 +76,7 @@ def test_a_number_moved_within_its_band_passes_as_within_noise(made, tmp_path, c
 def test_a_flipped_claim_verdict_fails_naming_the_claim(made, tmp_path, capsys):
     def edit(doc):  # the binary CNF now worse than the uniform one: binary_deq_beats_uniform flips
         doc["images"]["cnf"]["test_bpd"] = doc["images"]["cnf_uniform"]["test_bpd"] * 2
+        doc["images"]["cnf"]["test_bpd_per_image"] = [2 * v for v in doc["images"]["cnf_uniform"]["test_bpd_per_image"]]
 
     rc, out = _compare(made, _perturbed(made, tmp_path, edit), capsys)
     assert rc == 1
@@ -120,3 +123,21 @@ def test_every_headline_pattern_matches_a_smoke_result():
         flat = verify.flatten(json.loads((folder / f"{name}.json").read_text()))
         for pattern in verify.HEADLINES[name]:
             assert any(verify._matches(p, (pattern,)) for p in flat), (name, pattern)
+
+
+def test_a_claim_the_committed_results_cannot_decide_is_new_not_a_difference(made, tmp_path, capsys):
+    """Committed results made before the per-image values existed: the rerun decides the claim; that passes."""
+    old = tmp_path / "old"
+    old.mkdir()
+    doc = _json(made)
+    for m in doc["images"].values():
+        m.pop("test_bpd_per_image")
+    (old / "binary_dequantization.json").write_text(json.dumps(doc))
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    shutil.copy(made / "binary_dequantization.json", rerun)
+    argv = ["--profile", "smoke", "--only", "02", "--committed", str(old), "--scratch", str(rerun), "--compare-only"]
+    rc = verify.main(argv)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "new claim verdict: binary_deq_beats_uniform" in out

@@ -42,7 +42,20 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "super_resolution": ("/table1/*/*", "/table2/*/*/psnr", "/table2/*/*/ssim", "/table2/*/*/bpd"),
 }
 # Not results: where and how fast it ran, what it was configured with, and the papers' own numbers.
-IGNORED = ("/provenance/*", "/config/*", "/paper/*", "*time_s*", "*wall*", "*peak_rss*", "*_std", "*_se")
+IGNORED = (
+    "/provenance/*",
+    "/config/*",
+    "/paper/*",
+    "*time_s*",
+    "*wall*",
+    "*peak_rss*",
+    "*_std",
+    "*_se",
+    # per-item values (one number per test image or crop): the inputs of the claims' paired bootstraps, whose
+    # verdicts are compared; one item moves far more than the mean over items, so they are not compared one by one
+    "*_per_image/*",
+    "/table1_per_item/*",
+)
 # A number without a spread of its own: 1% of its size.  Where the committed results carry seed spreads, a headline
 # number's 2-sigma band is several percent (README, "Did I get your numbers?"), so this default is the stricter one.
 DEFAULT_RELATIVE_BAND = 0.01
@@ -152,11 +165,15 @@ def compare_file(name: str, committed: dict[str, Any], rerun: dict[str, Any]) ->
 
 
 def compare_claims(committed: dict[str, Any], merged: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each claim's verdict on the committed results and on the rerun's (the same claims code on both)."""
+    """Each claim's verdict on the committed results and on the rerun's (the same claims code on both).
+
+    A claim the committed results cannot decide (``holds`` None: they predate what its test reads, e.g. per-image
+    values) is ``new`` in the rerun, not a changed verdict; one that the committed results decide and the rerun
+    does not is a difference."""
     before = {r["id"]: r for r in evaluate_claims(committed)}
     after = {r["id"]: r for r in evaluate_claims(merged)}
     rows = [{"id": k, "committed": before[k]["holds"], "rerun": after[k]["holds"]} for k in before]
-    return [r | {"same": r["committed"] == r["rerun"]} for r in rows]
+    return [r | {"same": r["committed"] in (None, r["rerun"]), "new": r["committed"] is None} for r in rows]
 
 
 def compare(committed_dir: Path, rerun_dir: Path, profile: str, only: list[str] | None = None) -> dict[str, Any]:
@@ -214,6 +231,8 @@ def table(report: dict[str, Any]) -> str:
                 + (f" (band +-{n['band']:.3g}, {n['band_source']})" if n["band"] is not None else "")
             )
     for c in report["claims"]:
+        if c.get("new") and c["rerun"] is not None:
+            lines.append(f"\nnew claim verdict: {c['id']}: holds={c['rerun']} (the committed results cannot decide it)")
         if not c["same"]:
             lines.append(
                 f"\nCLAIM VERDICT DIFFERS: {c['id']}: committed holds={c['committed']}, rerun holds={c['rerun']}"
