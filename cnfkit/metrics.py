@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
+    "binned_counts",
+    "binned_max_f_score",
     "bits_per_dim",
     "f_score",
     "max_f_score",
@@ -117,6 +120,35 @@ def max_f_score(scores: Tensor, target: Tensor, mask: Tensor | None = None) -> t
     f = f_score(precision, recall)
     i = int(torch.argmax(f))
     return float(f[i]), float(thr[i])
+
+
+def binned_counts(scores: Tensor, target: Tensor, mask: Tensor | None = None, bins: int = 1000) -> np.ndarray:
+    """Positives and negatives per score bin, ``[2, bins]``, for scores in [0, 1] (bin ``k`` holds
+    ``k/bins <= s < (k+1)/bins``, 1 in the last): what :func:`binned_max_f_score` pools over images."""
+    s, t = _flatten_masked(scores, target, mask)
+    s = s.double()
+    if ((s < 0) | (s > 1)).any():
+        raise ValueError("binned counts need scores in [0, 1]")
+    k = torch.clamp(torch.floor(s * bins + 1e-9).long(), max=bins - 1)  # 1e-9: k/bins lands in bin k
+    pos = torch.bincount(k, weights=t.double(), minlength=bins)
+    neg = torch.bincount(k, weights=1 - t.double(), minlength=bins)
+    return torch.stack([pos, neg]).numpy()
+
+
+def binned_max_f_score(counts: np.ndarray) -> np.ndarray:
+    """Maximal F-score of ``scores >= k/bins`` over the thresholds ``k``, from :func:`binned_counts`
+    ``[..., 2, bins]`` (summed over images first: the pooled F-score).  Equals :func:`max_f_score` when the
+    scores lie on the bin grid (e.g. the mean of ``n`` binary samples with ``bins`` a multiple of ``n``)."""
+    c = np.asarray(counts, dtype=np.float64)
+    tp = np.cumsum(c[..., 0, ::-1], axis=-1)  # threshold at the top bin first
+    fp = np.cumsum(c[..., 1, ::-1], axis=-1)
+    total = tp[..., -1:]
+    if (total <= 0).any():
+        raise ValueError("no positive pixels: recall is undefined")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p, r = tp / (tp + fp), tp / total
+        f = np.where(tp > 0, 2 * p * r / (p + r), 0.0)
+    return f.max(axis=-1)
 
 
 # --- super-resolution: PSNR and SSIM --------------------------------------------------------

@@ -17,9 +17,25 @@ functions measure that the way later work does:
 * super-resolution: :func:`lr_psnr` (NTIRE's LR-consistency of a sample) and :func:`pixel_diversity`.
 
 Every function is checked against a case with a known answer in ``tests/test_probabilistic.py``.
+
+Conventions (each a choice among equally common ones, stated so that numbers can be compared):
+
+* reliability bins are left-closed, ``[k/n, (k+1)/n)``, the last one closed at 1; ECE weights a bin by its
+  share of the pixels;
+* :func:`pixel_diversity` is the per-pixel standard deviation with ``ddof = 1`` (unbiased variance over
+  the ``n`` samples), averaged over pixels;
+* :func:`lr_psnr` compares the downscaled prediction with the LR input in floating point, without
+  rounding either to uint8 first, and caps an exact match at 100 dB;
+* :func:`generalized_energy_distance` is the V-statistic (every ordered pair, self-pairs included, as in
+  Kohl et al.'s implementation): with ``n = 5`` samples its diversity term is ``(n - 1)/n = 0.8`` of
+  :func:`sample_diversity`'s mean over distinct pairs;
+* :func:`vessel_width` measures length along the skeleton with diagonal steps of sqrt(2); DRIVE maps are
+  evaluated inside the field of view (FOV) mask everywhere.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -33,6 +49,7 @@ __all__ = [
     "auroc",
     "binary_calibration",
     "classification_calibration",
+    "decision_uncertainty",
     "generalized_energy_distance",
     "iou_distance",
     "lr_psnr",
@@ -41,6 +58,7 @@ __all__ = [
     "plot_reliability",
     "point_cloud_distance",
     "sample_diversity",
+    "skeleton_length",
     "vessel_width",
 ]
 
@@ -158,9 +176,15 @@ def generalized_energy_distance(samples: Tensor, annotations: Tensor, mask: Tens
     return {"ged": 2 * cross - div_s - div_y, "cross": cross, "diversity": div_s, "annotator_diversity": div_y}
 
 
-def sample_diversity(samples: Tensor) -> float:
-    """Mean ``1 - IoU`` over distinct pairs of binary samples ``[n, *S]``."""
+def sample_diversity(samples: Tensor, mask: Tensor | None = None) -> float:
+    """Mean ``1 - IoU`` over distinct pairs of binary samples ``[n, *S]`` (the unbiased mean: self-pairs
+    excluded), inside ``mask`` (``[*S]``, e.g. the field of view) when given."""
     check_binary(samples, "samples")
+    if mask is not None:
+        if mask.shape != samples.shape[1:]:
+            raise ValueError(f"mask must have the map shape {tuple(samples.shape[1:])}, got {tuple(mask.shape)}")
+        check_binary(mask, "mask")
+        samples = samples.reshape(samples.shape[0], -1)[:, mask.bool().reshape(-1)]
     return _mean_offdiag(_pairwise(samples, samples))
 
 
@@ -179,20 +203,47 @@ def point_cloud_distance(a, b) -> dict:
     return {"energy_distance": float(energy), "mean_nearest": float(ab.min(dim=1).values.mean())}
 
 
-def vessel_width(mask: Tensor) -> float:
-    """Mean width of the structures in a binary map ``[H, W]``: area / skeleton length (pixels).
+def skeleton_length(skeleton: np.ndarray) -> float:
+    """Length in pixels of a one-pixel-wide skeleton: its 8-connected links, 1 along a row or column and
+    sqrt(2) diagonally (a diagonal link is dropped where the two pixels also meet through a shared 4-neighbour,
+    so a corner is not counted twice), plus 1 per connected piece (a single pixel has length 1, a straight
+    run of ``L`` pixels along a row length ``L``)."""
+    from skimage.measure import label
 
-    A straight bar ``w`` pixels wide and ``L >> w`` long has width ~ ``w``."""
+    s = np.asarray(skeleton, dtype=bool)
+    straight = (s[:, :-1] & s[:, 1:]).sum() + (s[:-1, :] & s[1:, :]).sum()
+    down = s[:-1, :-1] & s[1:, 1:] & ~s[:-1, 1:] & ~s[1:, :-1]
+    up = s[1:, :-1] & s[:-1, 1:] & ~s[:-1, :-1] & ~s[1:, 1:]
+    pieces = int(label(s, connectivity=2).max())
+    return float(straight + math.sqrt(2) * (down.sum() + up.sum()) + pieces)
+
+
+def vessel_width(mask: Tensor) -> float:
+    """Mean width of the structures in a binary map ``[H, W]``: area / skeleton length (pixels), the
+    length measured along the skeleton (:func:`skeleton_length`: diagonal steps count sqrt(2)).
+
+    A bar ``w`` pixels wide and ``L >> w`` long has width ~ ``w`` at any angle."""
     from skimage.morphology import skeletonize
 
     if mask.dim() != 2:
         raise ValueError(f"vessel_width needs one map [H, W], got {tuple(mask.shape)}")
     check_binary(mask, "mask")
     m = mask.bool().cpu().numpy()
-    length = int(skeletonize(m).sum())
-    if length == 0:
+    skeleton = skeletonize(m)
+    if not skeleton.any():
         raise ValueError("the map has no structures (empty skeleton): width undefined")
-    return float(m.sum() / length)
+    return float(m.sum() / skeleton_length(skeleton))
+
+
+def decision_uncertainty(probs: Tensor, threshold: float) -> Tensor:
+    """Per-pixel uncertainty of the decision ``probs >= threshold``: ``1 - |p - t| / max(t, 1 - t)``, 1 at the
+    threshold and 0 at the far end of [0, 1].  The variance ``p(1 - p)`` peaks at 0.5 whatever the threshold, so
+    for a model whose decision threshold is not 0.5 it ranks the wrong pixels as uncertain."""
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if not torch.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
+        raise ValueError("probs must be finite probabilities in [0, 1]")
+    return 1 - (probs - threshold).abs() / max(threshold, 1 - threshold)
 
 
 def auroc(scores: Tensor, events: Tensor, mask: Tensor | None = None) -> float:

@@ -124,3 +124,21 @@ def test_sr_metric_errors():
         ssim(torch.zeros(8, 8), torch.zeros(8, 8))
     with pytest.raises(ValueError, match="RGB"):
         rgb_to_y(torch.zeros(1, 4, 4))
+
+
+def test_binned_max_f_equals_the_exact_one_on_the_bin_grid():
+    """Soft maps that are means of 20 binary samples lie on the grid k/20; with 1000 bins the pooled binned max F
+    equals the exact sort-based one, and summing per-image counts is pooling the images."""
+    from cnfkit.metrics import binned_counts, binned_max_f_score, max_f_score
+
+    g = torch.Generator().manual_seed(0)
+    target = (torch.rand(3, 1, 16, 16, generator=g) > 0.8).float()
+    soft = ((torch.rand(3, 1, 16, 16, generator=g) * 0.6 + target * 0.4) * 20).floor() / 20
+    mask = (torch.rand(3, 1, 16, 16, generator=g) > 0.1).float()
+    exact, _ = max_f_score(soft, target, mask)
+    counts = sum(binned_counts(soft[i], target[i], mask[i]) for i in range(3))
+    assert float(binned_max_f_score(counts)) == pytest.approx(exact, abs=1e-12)
+    batch = np.stack([counts, counts])  # [..., 2, bins]: several pooled resamples at once
+    assert binned_max_f_score(batch).shape == (2,)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        binned_counts(soft * 2, target)

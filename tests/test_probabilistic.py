@@ -144,3 +144,63 @@ def test_non_finite_samples_are_never_silently_counted():
         pixel_diversity(torch.tensor([[1.0, math.nan], [2.0, 3.0]]))
     with pytest.raises(ValueError, match="NaN"):
         point_cloud_distance([[0.5, math.nan]], [[0.5, 0.5]])
+
+
+@pytest.mark.parametrize("w", [3, 5])
+def test_vessel_width_is_the_same_at_any_angle(w):
+    """Area over the length of the centre line: a bar along a row and one at 45 degrees read the width that their
+    digitised area gives (counting skeleton pixels as length read 45-degree widths sqrt(2) too large)."""
+    import math
+
+    n = 240
+    r, c = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    length = 200.0
+    bar = ((r - 120).abs() <= (w - 1) / 2) & (c >= 20) & (c < 20 + length)
+    along = (r + c - 240).abs().double() / math.sqrt(2) < length / 2
+    diagonal = ((r - c).abs().double() / math.sqrt(2) < w / 2) & along
+    for band in (bar, diagonal):
+        expected = float(band.sum()) / length  # digitised area per unit of centre-line length
+        assert vessel_width(band.float()) == pytest.approx(expected, rel=0.03)
+
+
+def test_skeleton_length_counts_diagonal_steps_as_sqrt2():
+    import math
+
+    from cnfkit.probabilistic import skeleton_length
+
+    assert skeleton_length(np.eye(10, dtype=bool)) == pytest.approx(9 * math.sqrt(2) + 1)
+    row = np.zeros((3, 10), dtype=bool)
+    row[1] = True
+    assert skeleton_length(row) == 10
+    corner = np.zeros((4, 4), dtype=bool)
+    corner[0, :3] = True
+    corner[:3, 2] = True  # an L: the diagonal shortcut at the corner is not counted twice
+    assert skeleton_length(corner) == 5
+
+
+def test_sample_diversity_inside_a_mask():
+    """Samples that differ only outside the field of view are identical inside it."""
+    a = torch.zeros(8, 8)
+    a[2:6, 2:6] = 1
+    b = a.clone()
+    b[0, 0] = 1  # outside the mask
+    fov = torch.zeros(8, 8)
+    fov[1:7, 1:7] = 1
+    assert sample_diversity(torch.stack([a, b]), fov) == 0.0
+    assert sample_diversity(torch.stack([a, b])) > 0
+    with pytest.raises(ValueError, match="mask"):
+        sample_diversity(torch.stack([a, b]), fov[:4])
+
+
+def test_decision_uncertainty_follows_the_models_threshold():
+    """A model that decides at t = 0.2: its wrong pixels are those near 0.2.  Uncertainty measured against t
+    ranks them first (AUROC 1); the variance p(1 - p), peaking at 0.5, ranks them below confident-looking ones."""
+    from cnfkit.probabilistic import decision_uncertainty
+
+    p = torch.tensor([0.05, 0.18, 0.22, 0.5, 0.6, 0.95], dtype=torch.float64)
+    wrong = torch.tensor([0, 1, 1, 0, 0, 0], dtype=torch.float64)
+    assert auroc(decision_uncertainty(p, 0.2), wrong) == 1.0
+    assert auroc(p * (1 - p), wrong) < 1.0
+    assert decision_uncertainty(torch.tensor([0.2, 1.0]), 0.2).tolist() == pytest.approx([1.0, 0.0])
+    with pytest.raises(ValueError, match="threshold"):
+        decision_uncertainty(p, 1.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,18 @@ def test_drive_run_reports_the_probabilistic_metrics():
     assert h["ged_between_annotators"] == pytest.approx(1 / 3)
     payload = drive.json_payload(out)
     assert "samples" not in payload["runs"]["cnf"][0] and "soft_maps" not in payload["runs"]["cnf"][0]
+    # the claims' noise: per-image bits/dim, and the pooled max F-scores compared by a paired bootstrap over images
+    assert all(len(out["runs"][m][0]["bpd_per_image"]) == 2 for m in drive.MODELS)
+    assert out["runs"]["cnf"][0]["bpd"] == pytest.approx(np.mean(out["runs"]["cnf"][0]["bpd_per_image"]))
+    cmp = payload["comparisons"]["max_f_score"]
+    assert set(cmp) == {f"{a}-{b}" for a, b in drive.COMPARED}
+    assert cmp["cnf-factored"]["n"] == 2 and cmp["cnf-factored"]["se"] >= 0
+    assert cmp["cnf-factored"]["mean_a"] == pytest.approx(out["summary"]["cnf"]["f_score"], abs=2e-3)
+    # the factored model sampled two ways: from its soft image (the paper) and from the likelihood it is scored with
+    assert "pr_distance_to_human_scored" in out["summary"]["factored"]
+    assert "pr_distance_to_human_scored" not in out["summary"]["cnf"]
+    assert len(out["runs"]["factored"][0]["sample_precision_recall_scored"]) == 2 * 2
+    json.dumps(payload)  # all of it JSON (no tensors, no infinities)
 
 
 def test_fig5_shows_every_series_and_no_point_is_clipped():
@@ -257,3 +270,39 @@ def test_fig5_shows_every_series_and_no_point_is_clipped():
         inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
         assert inside.all(), coll.get_label()
     plt.close(fig)
+
+
+def test_plain_bernoulli_factored_model_is_bernoulli_p():
+    """beta=None: trained by the Bernoulli NLL and scored as Bernoulli(p) (the beta = 0.5 weighted model is a
+    tempered distribution p^0.5 / (p^0.5 + (1 - p)^0.5), not Bernoulli(p))."""
+
+    torch.manual_seed(0)
+    m = FactoredBernoulli(3, hidden=4, widths=(4, 4, 4), beta=None).double()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    y = (torch.rand(2, 1, 8, 8) > 0.6).double()
+    ref = torch.distributions.Bernoulli(logits=m.logits(x)).log_prob(y).flatten(1).sum(1)
+    torch.testing.assert_close(m(y, x), ref)
+    torch.testing.assert_close(m.loss(y, x), -ref)
+    torch.testing.assert_close(m.scored_map(x), m.soft_map(x))
+    tempered = FactoredBernoulli(3, hidden=4, widths=(4, 4, 4), beta=0.5).double()
+    tempered.load_state_dict(m.state_dict())
+    assert not torch.allclose(tempered(y, x), ref)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 0.9, None])
+def test_scored_probability_is_the_scored_likelihood_of_a_vessel(beta):
+    """P(y = 1) that the factored model's scored samples use is exp(log-likelihood of y = 1) of its scoring rule."""
+    from cnfkit.models.segmentation import bernoulli_log_likelihood, scored_probability
+
+    logits = torch.linspace(-6, 6, 13, dtype=torch.float64).reshape(13, 1, 1, 1)
+    ones = torch.ones_like(logits)
+    ll = (
+        bernoulli_log_likelihood(logits, ones)
+        if beta is None
+        else weighted_bernoulli_log_likelihood(logits, ones, beta)
+    )
+    torch.testing.assert_close(scored_probability(logits, beta).flatten(), ll.exp())
+    if beta == 0.9:  # the audit's numbers: P(vessel) 0.534 at p = 0.9 and 0.666 at p = 0.999
+        p = torch.tensor([0.9, 0.999], dtype=torch.float64)
+        got = scored_probability(torch.log(p / (1 - p)), 0.9)
+        torch.testing.assert_close(got, torch.tensor([0.534, 0.666], dtype=torch.float64), atol=1e-3, rtol=0)

@@ -64,6 +64,12 @@ def test_experiment_driver_on_synthetic_images():
     t2 = out["table2"]["Set5"]
     assert {"Bicubic", "LL Baseline", "CNF"} <= set(t2) and t2["_n_crops"] == 2
     assert "bpd" in t2["CNF"] and "bpd" not in t2["Bicubic"]
+    # per-item values, paired for the claims' bootstrap: held-out crops, and each test image's PSNR
+    per = out["table1_per_item"]["BSDS500 32x32 (ImageNet32 stand-in)"]
+    assert t1["CNF"] == pytest.approx(np.mean(per["CNF"]), rel=1e-6) and len(per["CNF"]) == len(per["Factorized LL"])
+    assert len(t2["CNF"]["psnr_per_image"]) == 2 and t2["CNF"]["psnr"] == pytest.approx(
+        np.mean(t2["CNF"]["psnr_per_image"])
+    )
     assert (
         abs(out["parameters"]["cnf"] - out["parameters"]["baseline"]) / out["parameters"]["cnf"] < 0.05
     )  # equal budgets
@@ -155,6 +161,7 @@ def test_non_finite_predictions_are_counted_not_averaged():
     cfg = sr.config("smoke")
     out = sr.evaluate_test_set("Set5", {"cnf": Broken(), "baseline": Broken()}, cfg, imgs)
     assert out["CNF"]["non_finite_predictions"] == 1 and out["CNF"]["psnr"] is None
+    assert out["CNF"]["psnr_per_image"] == [None]  # kept in place: pairs with the baseline's image
     assert out["LL Baseline"]["non_finite_predictions"] == 0 and out["LL Baseline"]["psnr"] is not None
     assert "bpd_median" in out["CNF"]
 

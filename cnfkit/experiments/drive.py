@@ -32,7 +32,7 @@ from torch import Tensor
 from ..data.drive import DriveSplit, load_drive, random_affine
 from ..data.transforms import crop_to, pad_to_multiple
 from ..metrics import f_score, max_f_score, pr_curve, precision_recall
-from ..models.segmentation import FactoredBernoulli, SegmentationCNF, weighted_bernoulli_log_likelihood
+from ..models.segmentation import FactoredBernoulli, SegmentationCNF
 from ..repro.paper import paper_numbers
 from ..repro.profiles import Config, ConfigError, select
 from ..repro.results import curve_summary, phase, with_spread
@@ -55,12 +55,17 @@ __all__ = [
     "train_model",
 ]
 
-MODELS = ("factored", "cnf_uniform", "cnf")
+MODELS = ("factored", "cnf_uniform", "cnf", "factored_bernoulli")
 BPD_DEFINITION = (
     "bits/dim = -log2 P(y | x) of the whole label map (zero-padded to a multiple of 4: 584x568) divided by its "
     "number of pixels, for every model; for the CNFs -log2 P is the variational bound with one dequantization sample"
 )
-LABELS = {"factored": "Factored (ours)", "cnf_uniform": "CNF Uniform (ours)", "cnf": "CNF (ours)"}
+LABELS = {
+    "factored": "Factored (ours)",
+    "cnf_uniform": "CNF Uniform (ours)",
+    "cnf": "CNF (ours)",
+    "factored_bernoulli": "Factored, plain Bernoulli (ours, beyond the paper)",
+}
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,8 @@ def config(profile: str | None, dry_run: bool = False) -> DriveConfig:
 def build_model(name: str, cfg: DriveConfig) -> SegmentationCNF | FactoredBernoulli:
     if name == "factored":
         return FactoredBernoulli(3, cfg.hidden, cfg.widths, cfg.beta)
+    if name == "factored_bernoulli":  # beyond the paper: the strongest honest factored likelihood
+        return FactoredBernoulli(3, cfg.hidden, cfg.widths, beta=None)
     if name in ("cnf", "cnf_uniform"):
         return SegmentationCNF(3, "binary" if name == "cnf" else "uniform", hidden=cfg.hidden, widths=cfg.widths)
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
@@ -163,7 +170,7 @@ def make_batches(train: DriveSplit, cfg: DriveConfig, seed: int) -> DriveBatches
 
 
 def _loss(name: str):
-    if name == "factored":
+    if name.startswith("factored"):
         return lambda m, b: m.loss(b[1], b[0]).mean() / b[1][0].numel()
     return lambda m, b: -m(b[1], b[0]).mean() / b[1][0].numel()
 
@@ -221,7 +228,7 @@ def _test_bits(model: SegmentationCNF | FactoredBernoulli, x: Tensor, y: Tensor,
     for rows in _chunks(n, cfg.eval_batch):
         xb, yb = x[rows.start : rows.stop].to(dev), y_pad[rows.start : rows.stop].to(dev)
         if isinstance(model, FactoredBernoulli):
-            ll = weighted_bernoulli_log_likelihood(model.logits(xb), yb, cfg.beta)
+            ll = model.log_likelihood(model.logits(xb), yb)  # as the model is scored (eq. 9, or plain Bernoulli)
         else:
             ll = model(yb, xb, generator=row_generators(seed, [(i, "dequantization") for i in rows], "drive-eval"))
         bits[rows.start : rows.stop] = (-ll.double() / math.log(2) / n_pixels).cpu()
@@ -230,24 +237,30 @@ def _test_bits(model: SegmentationCNF | FactoredBernoulli, x: Tensor, y: Tensor,
 
 def _soft_map_and_samples(
     model: SegmentationCNF | FactoredBernoulli, xi: Tensor, i: int, cfg: DriveConfig, seed: int
-) -> tuple[Tensor, list[Tensor]]:
-    """Image ``i``'s soft map (the mean of ``cfg.n_samples`` CNF samples, or the factored model's p) and its
-    first ``cfg.n_scatter`` binary samples (on the CPU), ``cfg.eval_batch`` draws per call."""
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Image ``i``'s soft map (the mean of ``cfg.n_samples`` CNF samples, or the factored model's p), its first
+    ``cfg.n_scatter`` binary samples and, for a factored model, ``cfg.n_scatter`` samples from the likelihood it
+    is scored with (:meth:`FactoredBernoulli.scored_map`; empty for a CNF), all on the CPU, ``cfg.eval_batch``
+    draws per call.  A factored model's samples are Bernoulli with the soft image as mean, as the paper draws them."""
     dev, hw = xi.device, (xi.shape[-2], xi.shape[-1])
-    factored = isinstance(model, FactoredBernoulli)
-    n_draws = cfg.n_scatter if factored else max(cfg.n_samples, cfg.n_scatter)
-    feats = None if isinstance(model, FactoredBernoulli) else model.conditioning(xi)
-    p = model.soft_map(xi) if isinstance(model, FactoredBernoulli) else None
+    if isinstance(model, FactoredBernoulli):
+        p, q = model.soft_map(xi), model.scored_map(xi)
+        kept, scored = list[Tensor](), list[Tensor]()
+        for js in _chunks(cfg.n_scatter, cfg.eval_batch):
+            gens = row_generators(seed, [(i, j) for j in js], "drive-eval")
+            kept.extend(model.sample(None, num_samples=len(js), generator=gens, probs=p).cpu())
+            gens = row_generators(seed, [(i, j) for j in js], "drive-eval-scored")
+            scored.extend(model.sample(None, num_samples=len(js), generator=gens, probs=q).cpu())
+        return p, kept, scored
+    n_draws = max(cfg.n_samples, cfg.n_scatter)
+    feats = model.conditioning(xi)
     total, kept = torch.zeros((1, 1, *hw), device=dev), list[Tensor]()
     for js in _chunks(n_draws, cfg.eval_batch):
         gens = row_generators(seed, [(i, j) for j in js], "drive-eval")
-        if isinstance(model, FactoredBernoulli):
-            d = model.sample(None, num_samples=len(js), generator=gens, probs=p)
-        else:
-            d = model.sample(None, num_samples=len(js), generator=gens, features=feats, size=hw)
+        d = model.sample(None, num_samples=len(js), generator=gens, features=feats, size=hw)
         total += d[: max(0, min(cfg.n_samples, js.stop) - js.start)].sum(0, keepdim=True)
         kept.extend(d[: max(0, min(cfg.n_scatter, js.stop) - js.start)].cpu())
-    return (p if p is not None else total / cfg.n_samples), kept
+    return total / cfg.n_samples, kept, []
 
 
 def evaluate(
@@ -266,24 +279,29 @@ def evaluate(
     bits = _test_bits(model, x, y, cfg, seed)
     soft: list[Tensor] = []
     scatter: list[tuple[float, float]] = []
+    scatter_scored: list[tuple[float, float]] = []
     samples: list[Tensor] = []
     for i in range(x.shape[0]):
-        s, kept = _soft_map_and_samples(model, x[i : i + 1].to(dev), i, cfg, seed)
+        s, kept, scored = _soft_map_and_samples(model, x[i : i + 1].to(dev), i, cfg, seed)
         soft.append(crop_to(s, size).cpu())
         kept = [crop_to(d[None], size)[0] for d in kept]
         samples.append(torch.stack(kept))
         for d in kept:
             scatter.append(precision_recall(d[None], y[i : i + 1], mask[i : i + 1]))
+        for d in scored:
+            scatter_scored.append(precision_recall(crop_to(d[None], size), y[i : i + 1], mask[i : i + 1]))
     soft_t = torch.cat(soft)
     precision, recall, _ = pr_curve(soft_t, y, mask)
     best_f, best_t = max_f_score(soft_t, y, mask)
     keep = np.unique(np.linspace(0, len(precision) - 1, min(400, len(precision))).astype(int))
     return {
         "bpd": float(bits.mean()),
+        "bpd_per_image": bits.tolist(),  # the paired items of the claims' bootstrap
         "max_f_score": best_f,
         "threshold": best_t,
         "pr_curve": {"precision": precision[keep].tolist(), "recall": recall[keep].tolist()},
         "sample_precision_recall": scatter,
+        **({"sample_precision_recall_scored": scatter_scored} if scatter_scored else {}),
         "soft_maps": soft_t,  # DRIVE-derived: never written into the repository
         "samples": samples,  # per image [n_scatter, 1, H, W] binary samples; DRIVE-derived, never written
     }
@@ -298,15 +316,19 @@ def probabilistic_evaluation(
       of samples, the factored model's p);
     * ``pr_distance_to_human``: energy distance and mean nearest-point distance between the cloud of
       single-sample (precision, recall) points and the second grader's points (Fig 5's claim);
+      ``pr_distance_to_human_scored`` the same for a factored model's samples drawn from the likelihood it
+      is scored with (eq. 9's normalised distribution) instead of its soft image;
     * ``ged``: generalized energy distance (d = 1 - IoU) between the model's samples of an image and
       its two annotations, with the sample diversity, averaged over images;
     * ``vessel_width``: mean width (area / skeleton length) of the map thresholded at the max-F threshold;
-    * ``uncertainty_auroc``: AUROC of the per-pixel uncertainty (the variance of the binary samples,
-      m(1 - m), for the CNFs; p(1 - p) for the factored model) for predicting the pixels that the
-      max-F prediction gets wrong."""
+    * ``sample_diversity``: mean 1 - IoU over distinct pairs of an image's samples, inside the FOV;
+    * ``uncertainty_auroc``: AUROC of the per-pixel uncertainty for predicting the pixels that the max-F
+      prediction gets wrong, the uncertainty measured against the model's own decision threshold
+      (:func:`cnfkit.probabilistic.decision_uncertainty` of its soft map)."""
     from ..probabilistic import (
         auroc,
         binary_calibration,
+        decision_uncertainty,
         generalized_energy_distance,
         point_cloud_distance,
         sample_diversity,
@@ -319,21 +341,28 @@ def probabilistic_evaluation(
     out: dict[str, Any] = {"calibration": binary_calibration(soft.clamp(0, 1), y, mask)}
     if human_points is not None:
         out["pr_distance_to_human"] = point_cloud_distance(ev["sample_precision_recall"], human_points)
+        if ev.get("sample_precision_recall_scored"):
+            out["pr_distance_to_human_scored"] = point_cloud_distance(
+                ev["sample_precision_recall_scored"], human_points
+            )
     if test.second is not None and ev["samples"][0].shape[0] >= 1:
         geds = [
             generalized_energy_distance(ev["samples"][i][:, 0], torch.stack([y[i, 0], test.second[i, 0]]), mask[i, 0])
             for i in range(n)
         ]
         out["ged"] = {k: float(np.mean([g[k] for g in geds])) for k in geds[0]}
-    if ev["samples"][0].shape[0] >= 2:  # mean 1 - IoU over distinct pairs of an image's samples
-        out["sample_diversity"] = float(np.mean([sample_diversity(ev["samples"][i][:, 0]) for i in range(n)]))
+    if ev["samples"][0].shape[0] >= 2:  # mean 1 - IoU over distinct pairs of an image's samples, inside the FOV
+        out["sample_diversity"] = float(
+            np.mean([sample_diversity(ev["samples"][i][:, 0], mask[i, 0]) for i in range(n)])
+        )
     pred = (soft >= ev["threshold"]).float()
     out["vessel_width"] = float(
         np.mean([vessel_width(pred[i, 0] * mask[i, 0]) for i in range(n) if (pred[i, 0] * mask[i, 0]).any()])
     )
     errors = (pred != y).float()
+    uncertain = decision_uncertainty(soft.clamp(0, 1), float(ev["threshold"]))
     out["uncertainty_auroc"] = (
-        auroc(soft * (1 - soft), errors, mask) if 0 < float((errors * mask).sum()) < float(mask.sum()) else None
+        auroc(uncertain, errors, mask) if 0 < float((errors * mask).sum()) < float(mask.sum()) else None
     )
     return out
 
@@ -383,10 +412,59 @@ def run(
         return out
     if human is not None:
         out["human"] = {**human, **_annotator_agreement(test, cfg)}
+    out["comparisons"] = {"max_f_score": max_f_comparisons(out["runs"], test)}
     return out
 
 
-BEYOND_PAPER = ("calibration", "pr_distance_to_human", "ged", "sample_diversity", "vessel_width", "uncertainty_auroc")
+COMPARED = (("cnf", "factored"), ("cnf", "factored_bernoulli"), ("cnf", "cnf_uniform"))
+"""The model pairs whose pooled max F-scores are compared by a paired bootstrap over the test images."""
+
+
+def max_f_comparisons(
+    runs: dict[str, list[dict[str, Any]]], test: DriveSplit, bins: int = 1000, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """For each pair of :data:`COMPARED` (first seed of each): the paired bootstrap over test images of the pooled
+    max F-score (:func:`cnfkit.repro.stats.paired_bootstrap_statistic`).  Each image's positives and negatives per
+    soft-map bin inside the FOV are counted once (:func:`cnfkit.metrics.binned_counts`; a CNF's mean of ``n``
+    samples lies on the grid of ``bins = 1000`` when ``n`` divides it); a resample pools its images' counts.
+    Only these statistics leave the function: the counts are DRIVE-derived and are not kept."""
+    from ..metrics import binned_counts, binned_max_f_score
+    from ..repro.stats import paired_bootstrap_statistic
+
+    counts = {}
+    for name, rs in runs.items():
+        if rs and "soft_maps" in rs[0]:
+            soft = rs[0]["soft_maps"].double().clamp(0, 1)
+            n = soft.shape[0]
+            counts[name] = np.stack(
+                [binned_counts(soft[i], test.labels[i], test.masks[i], bins) for i in range(n)]
+            ).reshape(n, -1)
+
+    def stat(c: np.ndarray):
+        def f(idx: np.ndarray) -> np.ndarray:
+            rows = idx[None] if idx.ndim == 1 else idx
+            weights = np.stack([np.bincount(r, minlength=c.shape[0]) for r in rows]).astype(np.float64)
+            f_ = binned_max_f_score((weights @ c).reshape(len(rows), 2, bins))
+            return f_[0] if idx.ndim == 1 else f_
+
+        return f
+
+    return {
+        f"{a}-{b}": paired_bootstrap_statistic(stat(counts[a]), stat(counts[b]), counts[a].shape[0], seed)
+        for a, b in COMPARED
+        if a in counts and b in counts
+    }
+
+
+BEYOND_PAPER = (
+    "calibration",
+    "pr_distance_to_human",
+    "pr_distance_to_human_scored",
+    "ged",
+    "sample_diversity",
+    "vessel_width",
+    "uncertainty_auroc",
+)
 """The beyond-paper metrics each model's summary carries (those of its first seed)."""
 
 
@@ -424,7 +502,12 @@ def json_payload(result: dict[str, Any]) -> dict[str, Any]:
         m: [{k: v for k, v in r.items() if k not in ("soft_maps", "samples")} for r in rs]
         for m, rs in result["runs"].items()
     }
-    return {"summary": result["summary"], "runs": runs, "human": result.get("human")}
+    return {
+        "summary": result["summary"],
+        "runs": runs,
+        "human": result.get("human"),
+        "comparisons": result.get("comparisons", {}),
+    }
 
 
 PAPER_KEYS = {"factored": "Factored", "cnf_uniform": "CNF Uniform", "cnf": "CNF"}
@@ -449,8 +532,21 @@ def paper_table(payload: dict[str, Any] | None, profile: str):
                 f"{ours} F": ours_f,
             }
         )
-    for key, name in PAPER_KEYS.items():
+    beyond = {"factored_bernoulli": "Factored, plain Bernoulli (beyond the paper)"}
+    for key, name in {**PAPER_KEYS, **beyond}.items():
         s = (payload or {}).get("summary", {}).get(key)
+        if key in beyond:
+            if s:
+                rows.append(
+                    {
+                        "model": name,
+                        "paper bpd": None,
+                        f"{ours} bpd": with_spread(s["bpd"], s.get("bpd_std"), len(s.get("seeds", [0])), 4),
+                        "paper F": None,
+                        f"{ours} F": with_spread(s["f_score"], s.get("f_score_std"), len(s.get("seeds", [0])), 3),
+                    }
+                )
+            continue
         rows.append(
             {
                 "model": name,
@@ -484,6 +580,9 @@ def probabilistic_table(result: dict[str, Any]):
                 "model": LABELS[name],
                 "ECE": s["calibration"]["ece"],
                 "PR energy distance to 2nd grader": (s.get("pr_distance_to_human") or {}).get("energy_distance"),
+                "same, samples from the scored likelihood": (s.get("pr_distance_to_human_scored") or {}).get(
+                    "energy_distance"
+                ),
                 "GED to the 2 graders": (s.get("ged") or {}).get("ged"),
                 "sample diversity (1 - IoU)": s.get("sample_diversity"),
                 "vessel width [px]": s["vessel_width"],
@@ -514,7 +613,12 @@ def plot_pr(result: dict[str, Any], paper: dict[str, Any] | None = None):
     for f in np.arange(0.1, 1.0, 0.1):  # iso-F lines
         r = np.linspace(f / (2 - f) + 1e-9, 1, 100)
         a.plot(r, f * r / (2 * r - f), color="green", alpha=0.15, lw=0.8)
-    colours = {"factored": "tab:blue", "cnf_uniform": "tab:orange", "cnf": "tab:red"}
+    colours = {
+        "factored": "tab:blue",
+        "cnf_uniform": "tab:orange",
+        "cnf": "tab:red",
+        "factored_bernoulli": "tab:purple",
+    }
     for name, runs in result["runs"].items():
         r0 = runs[0]
         a.plot(
@@ -525,6 +629,10 @@ def plot_pr(result: dict[str, Any], paper: dict[str, Any] | None = None):
         )
         pts = np.array(r0["sample_precision_recall"])
         b.scatter(pts[:, 1], pts[:, 0], s=8, alpha=0.5, color=colours[name], label=LABELS[name])
+        if r0.get("sample_precision_recall_scored"):  # a factored model sampled from the likelihood it is scored with
+            pts = np.array(r0["sample_precision_recall_scored"])
+            label = f"{LABELS[name]}, sampled from its scored likelihood"
+            b.scatter(pts[:, 1], pts[:, 0], s=10, alpha=0.5, facecolors="none", edgecolors=colours[name], label=label)
     if result.get("human"):
         h = result["human"]
         a.scatter(
@@ -532,7 +640,12 @@ def plot_pr(result: dict[str, Any], paper: dict[str, Any] | None = None):
         )
         pts = np.array(h["sample_precision_recall"])
         b.scatter(pts[:, 1], pts[:, 0], s=14, color="black", marker="x", label="Human")
-    scattered = [np.asarray(r[0]["sample_precision_recall"]) for r in result["runs"].values()]
+    scattered = [
+        np.asarray(r[0][k])
+        for r in result["runs"].values()
+        for k in ("sample_precision_recall", "sample_precision_recall_scored")
+        if r[0].get(k)
+    ]
     if result.get("human"):
         scattered.append(np.asarray(result["human"]["sample_precision_recall"]))
     for ax, title, low in (
@@ -586,7 +699,12 @@ def threshold_view(result: dict[str, Any], test: DriveSplit, threshold: float):
     import matplotlib.pyplot as plt
 
     stats = threshold_statistics(result, test, threshold)
-    colours = {"factored": "tab:blue", "cnf_uniform": "tab:orange", "cnf": "tab:red"}
+    colours = {
+        "factored": "tab:blue",
+        "cnf_uniform": "tab:orange",
+        "cnf": "tab:red",
+        "factored_bernoulli": "tab:purple",
+    }
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
     for name, runs in result["runs"].items():
         pr = runs[0]["pr_curve"]

@@ -226,10 +226,6 @@ def _bits(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64, seed: int =
     return -torch.cat(out) / (hr[0].numel() * LN2)
 
 
-def _bpd(model: nn.Module, hr: Tensor, lr: Tensor, batch: int = 64, seed: int = 0, stream: str = "bits") -> float:
-    return float(_bits(model, hr, lr, batch, seed, stream).mean())
-
-
 def _pad(t: Tensor, multiple: int) -> Tensor:
     """Zeros right and bottom up to a square whose side is a multiple of ``multiple`` (as the paper)."""
     h, w = t.shape[-2:]
@@ -300,25 +296,26 @@ def predict_full(
 
 class _Scores:
     """PSNR / SSIM means over full-image predictions; a prediction with non-finite pixels is counted
-    and reported, never averaged in as NaN."""
+    and reported, never averaged in as NaN.  ``psnr_per_image`` (in the order added, ``None`` for a
+    non-finite prediction) pairs two predictions of the same images for the claims' bootstrap."""
 
     def __init__(self) -> None:
-        self.values: list[tuple[float, float]] = []
-        self.non_finite = 0
+        self.per_image: list[tuple[float, float] | None] = []
 
     def add(self, pred: Tensor, hr: Tensor) -> None:
         if not torch.isfinite(pred).all():
-            self.non_finite += 1
+            self.per_image.append(None)
             return
         p, s = sr_psnr_ssim(pred[None].double(), hr[None].double(), scale=2)
-        self.values.append((p.item(), s.item()))
+        self.per_image.append((p.item(), s.item()))
 
     def summary(self) -> dict[str, Any]:
-        v = self.values
+        v = [x for x in self.per_image if x is not None]
         return {
             "psnr": float(np.mean([a for a, _ in v])) if v else None,
             "ssim": float(np.mean([b for _, b in v])) if v else None,
-            "non_finite_predictions": self.non_finite,
+            "non_finite_predictions": len(self.per_image) - len(v),
+            "psnr_per_image": [None if x is None else x[0] for x in self.per_image],
         }
 
 
@@ -516,6 +513,7 @@ def run(
         note = "BSDS500 patches as a stand-in for ImageNet32/64"
     out: dict[str, Any] = {
         "table1": {},
+        "table1_per_item": {},
         "table2": {},
         "train_time_s": {},
         "learning_curves": {},
@@ -530,14 +528,16 @@ def run(
     for size, key, sampler, hr_te, lr_te in _size_data(cfg, sources, release):
         torch.manual_seed(cfg.seed)
         models = build_models(cfg)
-        out["table1"][key] = {}
+        out["table1"][key], out["table1_per_item"][key] = {}, {}
         for name in ("cnf", "baseline"):
             model = models[name]
             _train_sr(model, name, size, sampler, cfg, opts, out)
             if not train_only:
                 with phase(timer, "evaluation"):
-                    bpd = _bpd(model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}")
-                out["table1"][key]["CNF" if name == "cnf" else "Factorized LL"] = bpd
+                    bits = _bits(model, hr_te, lr_te, 64, cfg.seed, f"table1/{size}")
+                label = "CNF" if name == "cnf" else "Factorized LL"
+                out["table1"][key][label] = float(bits.mean())
+                out["table1_per_item"][key][label] = bits.tolist()  # the held-out items, paired for the claims
         out["models"][size] = models
     if train_only:  # training only (the command line under torchrun): the notebook evaluates from the checkpoints
         return out
@@ -673,6 +673,7 @@ def results_payload(result: dict[str, Any], prob: dict[str, Any], cfg: SRConfig)
     )
     return {
         "table1": result["table1"],
+        "table1_per_item": result.get("table1_per_item", {}),
         "table2": result["table2"],
         "parameters": result["parameters"],
         "train_time_s": result["train_time_s"],

@@ -30,6 +30,8 @@ __all__ = [
     "FactoredBernoulli",
     "SegmentationCNF",
     "VGGFeatures",
+    "bernoulli_log_likelihood",
+    "scored_probability",
     "weighted_bernoulli_log_likelihood",
     "weighted_cross_entropy",
 ]
@@ -217,8 +219,31 @@ def weighted_bernoulli_log_likelihood(logits: Tensor, y: Tensor, beta: float, ma
     return term.reshape(term.shape[0], -1).sum(1)
 
 
+def bernoulli_log_likelihood(logits: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-image ``sum [y log p + (1 - y) log(1 - p)]``, ``p = sigmoid(logits)``: the plain Bernoulli."""
+    _check_label_maps(logits, y, mask)
+    term = y * F.logsigmoid(logits) + (1 - y) * F.logsigmoid(-logits)
+    if mask is not None:
+        term = term * mask
+    return term.reshape(term.shape[0], -1).sum(1)
+
+
+def scored_probability(logits: Tensor, beta: float | None) -> Tensor:
+    """``P(y = 1)`` under the distribution a factored model is scored with: ``p = sigmoid(logits)`` for the plain
+    Bernoulli (``beta`` None); for eq. 9's normalised weighted Bernoulli ``p^beta / (p^beta + (1 - p)^(1 - beta))``
+    (not ``p``: at beta = 0.9 and p = 0.999 it is 0.666)."""
+    if beta is None:
+        return torch.sigmoid(logits)
+    return torch.sigmoid(beta * F.logsigmoid(logits) - (1 - beta) * F.logsigmoid(-logits))
+
+
 class FactoredBernoulli(nn.Module):
     """Per-pixel (conditionally independent) Bernoulli on the same conditioner.
+
+    ``beta``: eq. 9's class-balancing weight of the vessel term.  The model trains on the weighted
+    cross-entropy (eq. 9's numerator, "as in the literature") and is scored with the normalised
+    weighted Bernoulli (:func:`weighted_bernoulli_log_likelihood`), as the paper does.  ``beta=None``:
+    the plain Bernoulli, trained by its negative log-likelihood and scored as Bernoulli(p).
 
     The head mirrors the flow's first level: features at 1/2 and 1/4 resolution are merged at 1/2
     resolution, a Table 7 network predicts 4 logits per position, and depth-to-space brings them to
@@ -226,11 +251,15 @@ class FactoredBernoulli(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 3, hidden: int = 32, widths: tuple[int, int, int] = (32, 64, 128), beta: float = 0.9
+        self,
+        in_channels: int = 3,
+        hidden: int = 32,
+        widths: tuple[int, int, int] = (32, 64, 128),
+        beta: float | None = 0.9,
     ) -> None:
         super().__init__()
-        if not 0 < beta < 1:
-            raise ValueError(f"beta must be in (0, 1), got {beta}")
+        if beta is not None and not 0 < beta < 1:
+            raise ValueError(f"beta must be in (0, 1), or None for the plain Bernoulli; got {beta}")
         self.beta = beta
         self.conditioner = VGGFeatures(in_channels, widths)
         c = sum(self.conditioner.out_channels)
@@ -260,18 +289,34 @@ class FactoredBernoulli(nn.Module):
         return F.pixel_shuffle(self.head(h), 2).to(self.head_dtype)  # full-precision likelihoods even under autocast
 
     def forward(self, y: Tensor, context: Tensor) -> Tensor:
-        """Normalised weighted-Bernoulli log-likelihood per image (nats) given the images ``context``."""
+        """Log-likelihood per image (nats) given the images ``context``: the normalised weighted Bernoulli, or the
+        plain Bernoulli when ``beta`` is None."""
         _check_pair(y, context)
-        return weighted_bernoulli_log_likelihood(self.logits(context), y, self.beta)
+        return self.log_likelihood(self.logits(context), y)
+
+    def log_likelihood(self, logits: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The likelihood this model is scored with, from its ``logits``."""
+        if self.beta is None:
+            return bernoulli_log_likelihood(logits, y, mask)
+        return weighted_bernoulli_log_likelihood(logits, y, self.beta, mask)
 
     def loss(self, y: Tensor, context: Tensor) -> Tensor:
-        """The training loss of the literature: weighted cross-entropy, normaliser ignored."""
+        """The training loss: the weighted cross-entropy of the literature (normaliser ignored), or the plain
+        Bernoulli negative log-likelihood when ``beta`` is None."""
         _check_pair(y, context)
+        if self.beta is None:
+            return -bernoulli_log_likelihood(self.logits(context), y)
         return weighted_cross_entropy(self.logits(context), y, self.beta)
 
     @torch.no_grad()
     def soft_map(self, context: Tensor) -> Tensor:
+        """``p = sigmoid(logits)``: the "soft image" whose mean the paper samples factored models from."""
         return torch.sigmoid(self.logits(context))
+
+    @torch.no_grad()
+    def scored_map(self, context: Tensor) -> Tensor:
+        """``P(y = 1)`` under the likelihood the model is scored with (:func:`scored_probability`)."""
+        return scored_probability(self.logits(context), self.beta)
 
     @torch.no_grad()
     def sample(
