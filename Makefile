@@ -16,8 +16,10 @@ DRY_RUN ?=
 SHARED_DATA := $(abspath ../shared/data)
 export CNFKIT_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export PYTHONHASHSEED := 0
+# Idle OpenMP threads sleep instead of spinning, so a busy machine slows a run in proportion (cnfkit/_runtime.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help env test test-fast reproduce verify smoke notebooks lab book bench bench-throughput gpu-check data clean
+.PHONY: help env test test-fast reproduce verify smoke notebooks lab book bench bench-throughput bench-load drive-beta gpu-check data clean
 
 help:
 	@echo "make test                 pytest + nbval on the committed notebooks (creates the environment)"
@@ -29,6 +31,8 @@ help:
 	@echo "make book [PROFILE=quick] the static site: README, executed notebooks, guide, API reference (build/book/<profile>/)"
 	@echo "make bench                every experiment and phase against the machine's FLOP limit (benchmarks/phases.py)"
 	@echo "make bench-throughput     flow-only train/sample throughput, eager and compiled (benchmarks/throughput.py)"
+	@echo "make bench-load           one train step alone and beside 2 busy processes, per thread/wait setting"
+	@echo "make drive-beta           which reading of eq. 9's beta gives the paper's factored bits/dim (DRIVE, ~7 min)"
 	@echo "make gpu-check [DEVICE=cpu DRY_RUN=1]  the one short GPU check (benchmarks/gpu_check.py, <= 8 min)"
 	@echo "make data                 verify / download the datasets (python -m cnfkit.data fetch)"
 	@echo "make clean                remove the environment, caches and smoke results"
@@ -88,6 +92,12 @@ bench: $(STAMP)
 
 bench-throughput: $(STAMP)
 	$(PY) benchmarks/throughput.py --out results/benchmarks
+
+bench-load: $(STAMP)
+	$(PY) benchmarks/under_load.py --out results/benchmarks
+
+drive-beta: $(STAMP)
+	$(PY) scripts/drive_beta_reading.py --out results/studies
 
 # on a GPU: results/benchmarks/phases_cuda.{json,md} and gpu_check_cuda.md; DRY_RUN=1: smoke sizes into build/
 gpu-check: $(STAMP)

@@ -11,6 +11,10 @@ The package is laid out by role; the library never imports the layers above it:
   and :mod:`cnfkit.experiments` (one driver per notebook).
 """
 
+from . import _runtime
+
+_runtime.configure()  # before torch is imported (see cnfkit/_runtime.py)
+
 from . import _moved
 from .bijections import (
     ActNorm,
@@ -30,6 +34,7 @@ from .priors import DiagonalGaussian, SplitPrior
 __version__ = "0.2.0"
 
 _moved.install()
+_runtime.apply_threads()  # CNFKIT_THREADS, also where torch was imported first
 
 __all__ = [
     "ActNorm",
