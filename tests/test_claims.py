@@ -241,3 +241,12 @@ def test_the_claims_command_reads_a_results_folder_without_writing_it(tmp_path, 
     assert not (tmp_path / "claims.json").exists()
     with pytest.raises(SystemExit, match="make reproduce"):
         claims.main(["--folder", str(tmp_path / "absent")])
+
+
+def test_too_few_items_for_a_bootstrap_is_not_measured():
+    """Two test images (a smoke run) cannot estimate a standard error: the claim is not decided either way."""
+    r = _results(0.16, 0.29)
+    for run in r["drive"]["runs"].values():
+        run[0]["bpd_per_image"] = run[0]["bpd_per_image"][:2]
+    row = {x["id"]: x for x in claims.evaluate_claims(r)}["drive_bpd_vs_factored"]
+    assert row["holds"] is None and "too few" in row["measured"]

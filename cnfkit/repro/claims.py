@@ -43,6 +43,16 @@ Z = 2.0
 """Standard errors a difference must clear (one-sided) for every claim here; fixed before any run."""
 SEED = 0
 """Seed of every bootstrap in the claims (the same results give the same intervals)."""
+MIN_ITEMS = 5
+"""Fewest paired items a bootstrap may rest on (Set5 has 5 images); fewer (a smoke run's 2) is "not measured"."""
+
+
+def _too_few(n: int) -> str | None:
+    return (
+        f"; {n} test items are too few for a bootstrap (needs {MIN_ITEMS}): noise not measured"
+        if n < MIN_ITEMS
+        else None
+    )
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,8 @@ def _lower(label_a: str, label_b: str, a: float, b: float, pairs: tuple[list, li
     text = f"{label_a} {a:.4g} vs {label_b} {b:.4g} {unit}".rstrip()
     if pairs is None:
         return Measured(text + "; per-item values not in these results: noise not measured", None)
+    if few := _too_few(len(pairs[0])):
+        return Measured(text + few, None)
     st = paired_bootstrap(*pairs, seed=SEED)
     return Measured(f"{text}; {_z_text(st)}", st["z"] <= -Z, st)
 
@@ -100,6 +112,8 @@ def _higher(label_a: str, label_b: str, a: float, b: float, pairs: tuple[list, l
     text = f"{label_a} {a:.2f} vs {label_b} {b:.2f} {unit}"
     if pairs is None:
         return Measured(text + "; per-image values not in these results: noise not measured", None)
+    if few := _too_few(len(pairs[0])):
+        return Measured(text + few, None)
     st = paired_bootstrap(*pairs, seed=SEED)
     return Measured(f"{text}; {_z_text(st)}", st["z"] >= Z, st)
 
@@ -208,6 +222,8 @@ def _drive_f(results) -> Measured | None:
     st = _get(d, "comparisons", "max_f_score", "cnf-factored")
     if not st:
         return Measured(text + "; the bootstrap over images is not in these results: noise not measured", None)
+    if few := _too_few(st["n"]):
+        return Measured(text + few, None)
     return Measured(f"{text}; {_z_text(st)}", st["z"] >= -Z, st)
 
 
@@ -243,6 +259,8 @@ def _drive_pr_human(results) -> Measured | None:
     a, b = np.asarray(cnf["sample_precision_recall"]), np.asarray(fac["sample_precision_recall"])
     if len(a) % len(h) or len(b) % len(h):
         return Measured(text + "; points are not whole images: noise not measured", None)
+    if few := _too_few(len(h)):
+        return Measured(text + few, None)
     st = paired_bootstrap_statistic(
         _energy(a, h, len(a) // len(h)), _energy(b, h, len(b) // len(h)), len(h), SEED, resamples=500
     )
