@@ -53,3 +53,12 @@ def test_binomial_difference_known_value():
     assert st["z"] == pytest.approx(0.1 / 0.05)
     with pytest.raises(ValueError, match="accuracy"):
         binomial_difference(1.2, 0.8, 100)
+
+
+def test_json_safe_writes_an_infinite_z_as_a_string_that_reads_back():
+    import json
+
+    from cnfkit.repro.stats import json_safe
+
+    st = json_safe(paired_bootstrap(np.linspace(1.0, 9.0, 30), np.linspace(1.0, 9.0, 30) + 0.5))
+    assert st["z"] == "-inf" and float(json.loads(json.dumps(st, allow_nan=False))["z"]) == -math.inf

@@ -429,7 +429,7 @@ def max_f_comparisons(
     samples lies on the grid of ``bins = 1000`` when ``n`` divides it); a resample pools its images' counts.
     Only these statistics leave the function: the counts are DRIVE-derived and are not kept."""
     from ..metrics import binned_counts, binned_max_f_score
-    from ..repro.stats import paired_bootstrap_statistic
+    from ..repro.stats import json_safe, paired_bootstrap_statistic
 
     counts = {}
     for name, rs in runs.items():
@@ -450,7 +450,7 @@ def max_f_comparisons(
         return f
 
     return {
-        f"{a}-{b}": paired_bootstrap_statistic(stat(counts[a]), stat(counts[b]), counts[a].shape[0], seed)
+        f"{a}-{b}": json_safe(paired_bootstrap_statistic(stat(counts[a]), stat(counts[b]), counts[a].shape[0], seed))
         for a, b in COMPARED
         if a in counts and b in counts
     }

@@ -24,7 +24,6 @@ where the learning curves of the models behind it ended (:func:`why`).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 
 from .paper import paper_numbers
 from .results import with_spread
-from .stats import binomial_difference, paired_bootstrap, paired_bootstrap_statistic
+from .stats import binomial_difference, json_safe, paired_bootstrap, paired_bootstrap_statistic
 
 __all__ = ["CLAIMS", "Claim", "Measured", "Z", "claims_markdown", "evaluate_claims", "why", "write_claims"]
 
@@ -224,6 +223,7 @@ def _drive_f(results) -> Measured | None:
         return Measured(text + "; the bootstrap over images is not in these results: noise not measured", None)
     if few := _too_few(st["n"]):
         return Measured(text + few, None)
+    st = {**st, "z": float(st["z"])}  # a JSON file holds an infinite z as a string
     return Measured(f"{text}; {_z_text(st)}", st["z"] >= -Z, st)
 
 
@@ -542,13 +542,6 @@ def _load_results(folder: Path) -> dict[str, Any]:
     return out
 
 
-def _finite(st: dict[str, Any] | None) -> dict[str, Any] | None:
-    """JSON has no infinity: a z of +-inf (every resample agrees) is written as a string."""
-    if st is None:
-        return None
-    return {k: (str(v) if isinstance(v, float) and math.isinf(v) else v) for k, v in st.items()}
-
-
 def evaluate_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for c in CLAIMS:
@@ -562,7 +555,7 @@ def evaluate_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "test": c.test,
                 "tolerance": c.tolerance,
                 "measured": None if got is None else got.text,
-                "statistics": None if got is None else _finite(got.stats),
+                "statistics": None if got is None or got.stats is None else json_safe(got.stats),
                 "holds": holds,
                 "why_not": why(c, results, got) if holds is False else None,
             }

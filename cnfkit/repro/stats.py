@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BOOTSTRAP_RESAMPLES", "binomial_difference", "paired_bootstrap", "paired_bootstrap_statistic"]
+__all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "binomial_difference",
+    "json_safe",
+    "paired_bootstrap",
+    "paired_bootstrap_statistic",
+]
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -100,3 +106,9 @@ def binomial_difference(acc: float, reference: float, n: int, n_reference: int |
         "n": n,
         "statistic": f"binomial SE of the difference of two accuracies (n={n} and {m})",
     }
+
+
+def json_safe(st: dict[str, Any]) -> dict[str, Any]:
+    """A statistic for a JSON file: a z of +-inf (every resample agrees exactly) becomes the string "inf" / "-inf"
+    (strict JSON has no infinity; ``float()`` reads the string back)."""
+    return {k: (str(v) if isinstance(v, float) and math.isinf(v) else v) for k, v in st.items()}
