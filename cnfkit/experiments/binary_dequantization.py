@@ -177,7 +177,7 @@ def run_images(cfg: BinaryDeqConfig, progress: bool = True, device: str | None =
         model.cpu().eval()
         with torch.no_grad(), phase(timer, "evaluation"):
             if isinstance(model, FactoredBernoulli):
-                ll = model.log_likelihood(model.logits(x_te), y_te)  # as the model is scored
+                ll = model(y_te, x_te)  # as the model is scored (eq. 9, or plain Bernoulli)
             else:
                 ll = torch.cat([model(y_te[i : i + 256], x_te[i : i + 256]) for i in range(0, cfg.n_test, 256)])
         out["metrics"][name] = {

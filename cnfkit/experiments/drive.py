@@ -31,11 +31,12 @@ from torch import Tensor
 
 from ..data.drive import DriveSplit, load_drive, random_affine
 from ..data.transforms import crop_to, pad_to_multiple
-from ..metrics import f_score, max_f_score, pr_curve, precision_recall
-from ..models.segmentation import FactoredBernoulli, SegmentationCNF
+from ..metrics import binned_counts, binned_max_f_score, f_score, max_f_score, pr_curve, precision_recall
+from ..models.segmentation import FactoredBernoulli, SegmentationCNF, scored_probability
 from ..repro.paper import paper_numbers
 from ..repro.profiles import Config, ConfigError, select
 from ..repro.results import curve_summary, phase, with_spread
+from ..repro.stats import json_safe, paired_bootstrap_statistic
 from ..train import EpochSampler, train_steps
 from ..utils import module_device, row_generators
 from .cli import command_line
@@ -60,6 +61,7 @@ BPD_DEFINITION = (
     "bits/dim = -log2 P(y | x) of the whole label map (zero-padded to a multiple of 4: 584x568) divided by its "
     "number of pixels, for every model; for the CNFs -log2 P is the variational bound with one dequantization sample"
 )
+COLOURS = {"factored": "tab:blue", "cnf_uniform": "tab:orange", "cnf": "tab:red", "factored_bernoulli": "tab:purple"}
 LABELS = {
     "factored": "Factored (ours)",
     "cnf_uniform": "CNF Uniform (ours)",
@@ -228,7 +230,7 @@ def _test_bits(model: SegmentationCNF | FactoredBernoulli, x: Tensor, y: Tensor,
     for rows in _chunks(n, cfg.eval_batch):
         xb, yb = x[rows.start : rows.stop].to(dev), y_pad[rows.start : rows.stop].to(dev)
         if isinstance(model, FactoredBernoulli):
-            ll = model.log_likelihood(model.logits(xb), yb)  # as the model is scored (eq. 9, or plain Bernoulli)
+            ll = model(yb, xb)  # as the model is scored (eq. 9, or plain Bernoulli)
         else:
             ll = model(yb, xb, generator=row_generators(seed, [(i, "dequantization") for i in rows], "drive-eval"))
         bits[rows.start : rows.stop] = (-ll.double() / math.log(2) / n_pixels).cpu()
@@ -240,11 +242,14 @@ def _soft_map_and_samples(
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Image ``i``'s soft map (the mean of ``cfg.n_samples`` CNF samples, or the factored model's p), its first
     ``cfg.n_scatter`` binary samples and, for a factored model, ``cfg.n_scatter`` samples from the likelihood it
-    is scored with (:meth:`FactoredBernoulli.scored_map`; empty for a CNF), all on the CPU, ``cfg.eval_batch``
-    draws per call.  A factored model's samples are Bernoulli with the soft image as mean, as the paper draws them."""
+    is scored with (:func:`~cnfkit.models.segmentation.scored_probability`; empty for a CNF), all on the CPU,
+    ``cfg.eval_batch`` draws per call.  A factored model's samples are Bernoulli with the soft image as mean, as
+    the paper draws them."""
     dev, hw = xi.device, (xi.shape[-2], xi.shape[-1])
     if isinstance(model, FactoredBernoulli):
-        p, q = model.soft_map(xi), model.scored_map(xi)
+        with torch.no_grad():
+            logits = model.logits(xi)  # one conditioner pass for both maps
+        p, q = torch.sigmoid(logits), scored_probability(logits, model.beta)
         kept, scored = list[Tensor](), list[Tensor]()
         for js in _chunks(cfg.n_scatter, cfg.eval_batch):
             gens = row_generators(seed, [(i, j) for j in js], "drive-eval")
@@ -428,9 +433,6 @@ def max_f_comparisons(
     soft-map bin inside the FOV are counted once (:func:`cnfkit.metrics.binned_counts`; a CNF's mean of ``n``
     samples lies on the grid of ``bins = 1000`` when ``n`` divides it); a resample pools its images' counts.
     Only these statistics leave the function: the counts are DRIVE-derived and are not kept."""
-    from ..metrics import binned_counts, binned_max_f_score
-    from ..repro.stats import json_safe, paired_bootstrap_statistic
-
     counts = {}
     for name, rs in runs.items():
         if rs and "soft_maps" in rs[0]:
@@ -513,6 +515,11 @@ def json_payload(result: dict[str, Any]) -> dict[str, Any]:
 PAPER_KEYS = {"factored": "Factored", "cnf_uniform": "CNF Uniform", "cnf": "CNF"}
 
 
+def _over_seeds(s: dict[str, Any] | None, metric: str, digits: int) -> str | None:
+    """A summary's ``metric`` with its spread over seeds (:func:`~cnfkit.repro.results.with_spread`); None: no run."""
+    return with_spread(s[metric], s.get(f"{metric}_std"), len(s.get("seeds", [0])), digits) if s else None
+
+
 def paper_table(payload: dict[str, Any] | None, profile: str):
     """Winkler et al. Table 3, bits/dim and max F-score: "paper" next to "ours" (mean +- std over seeds; the
     cited methods' F-scores as the paper gives them, the second observer's computed from DRIVE), from a results
@@ -532,30 +539,18 @@ def paper_table(payload: dict[str, Any] | None, profile: str):
                 f"{ours} F": ours_f,
             }
         )
-    beyond = {"factored_bernoulli": "Factored, plain Bernoulli (beyond the paper)"}
-    for key, name in {**PAPER_KEYS, **beyond}.items():
-        s = (payload or {}).get("summary", {}).get(key)
-        if key in beyond:
-            if s:
-                rows.append(
-                    {
-                        "model": name,
-                        "paper bpd": None,
-                        f"{ours} bpd": with_spread(s["bpd"], s.get("bpd_std"), len(s.get("seeds", [0])), 4),
-                        "paper F": None,
-                        f"{ours} F": with_spread(s["f_score"], s.get("f_score_std"), len(s.get("seeds", [0])), 3),
-                    }
-                )
+    summary = (payload or {}).get("summary", {})
+    for key in (*PAPER_KEYS, "factored_bernoulli"):  # the paper's three models, then ours beyond the paper
+        s, name = summary.get(key), PAPER_KEYS.get(key)
+        if name is None and not s:
             continue
         rows.append(
             {
-                "model": name,
-                "paper bpd": f"{p3[name]['bpd']} ± {p3[name]['bpd_std']}",
-                f"{ours} bpd": with_spread(s["bpd"], s.get("bpd_std"), len(s.get("seeds", [0])), 4) if s else None,
-                "paper F": f"{p3[name]['f_score']} ± {p3[name]['f_score_std']}",
-                f"{ours} F": with_spread(s["f_score"], s.get("f_score_std"), len(s.get("seeds", [0])), 3)
-                if s
-                else None,
+                "model": name or "Factored, plain Bernoulli (beyond the paper)",
+                "paper bpd": f"{p3[name]['bpd']} ± {p3[name]['bpd_std']}" if name else None,
+                f"{ours} bpd": _over_seeds(s, "bpd", 4),
+                "paper F": f"{p3[name]['f_score']} ± {p3[name]['f_score_std']}" if name else None,
+                f"{ours} F": _over_seeds(s, "f_score", 3),
             }
         )
     return pd.DataFrame(rows).set_index("model")
@@ -613,26 +608,20 @@ def plot_pr(result: dict[str, Any], paper: dict[str, Any] | None = None):
     for f in np.arange(0.1, 1.0, 0.1):  # iso-F lines
         r = np.linspace(f / (2 - f) + 1e-9, 1, 100)
         a.plot(r, f * r / (2 * r - f), color="green", alpha=0.15, lw=0.8)
-    colours = {
-        "factored": "tab:blue",
-        "cnf_uniform": "tab:orange",
-        "cnf": "tab:red",
-        "factored_bernoulli": "tab:purple",
-    }
     for name, runs in result["runs"].items():
         r0 = runs[0]
         a.plot(
             r0["pr_curve"]["recall"],
             r0["pr_curve"]["precision"],
-            color=colours[name],
+            color=COLOURS[name],
             label=f"{LABELS[name]} (F={r0['max_f_score']:.3f})",
         )
         pts = np.array(r0["sample_precision_recall"])
-        b.scatter(pts[:, 1], pts[:, 0], s=8, alpha=0.5, color=colours[name], label=LABELS[name])
+        b.scatter(pts[:, 1], pts[:, 0], s=8, alpha=0.5, color=COLOURS[name], label=LABELS[name])
         if r0.get("sample_precision_recall_scored"):  # a factored model sampled from the likelihood it is scored with
             pts = np.array(r0["sample_precision_recall_scored"])
             label = f"{LABELS[name]}, sampled from its scored likelihood"
-            b.scatter(pts[:, 1], pts[:, 0], s=10, alpha=0.5, facecolors="none", edgecolors=colours[name], label=label)
+            b.scatter(pts[:, 1], pts[:, 0], s=10, alpha=0.5, facecolors="none", edgecolors=COLOURS[name], label=label)
     if result.get("human"):
         h = result["human"]
         a.scatter(
@@ -699,18 +688,12 @@ def threshold_view(result: dict[str, Any], test: DriveSplit, threshold: float):
     import matplotlib.pyplot as plt
 
     stats = threshold_statistics(result, test, threshold)
-    colours = {
-        "factored": "tab:blue",
-        "cnf_uniform": "tab:orange",
-        "cnf": "tab:red",
-        "factored_bernoulli": "tab:purple",
-    }
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
     for name, runs in result["runs"].items():
         pr = runs[0]["pr_curve"]
-        a.plot(pr["recall"], pr["precision"], color=colours[name], label=LABELS[name])
+        a.plot(pr["recall"], pr["precision"], color=COLOURS[name], label=LABELS[name])
         a.scatter(
-            [stats[name]["recall"]], [stats[name]["precision"]], color=colours[name], s=60, edgecolor="black", zorder=3
+            [stats[name]["recall"]], [stats[name]["precision"]], color=COLOURS[name], s=60, edgecolor="black", zorder=3
         )
     low = _axis_floor([np.array([[v["precision"], v["recall"]] for v in stats.values()])], 0.3)
     a.set_xlim(low, 1)
@@ -723,7 +706,7 @@ def threshold_view(result: dict[str, Any], test: DriveSplit, threshold: float):
     width = 0.8 / len(stats)
     for k, (name, st) in enumerate(stats.items()):
         xs = np.arange(len(keys)) + k * width
-        b.bar(xs, [st[q] for q in keys], width, color=colours[name], label=LABELS[name])
+        b.bar(xs, [st[q] for q in keys], width, color=COLOURS[name], label=LABELS[name])
         for x_, q in zip(xs, keys):
             b.text(x_, st[q] + 0.01, f"{st[q]:.2f}", ha="center", fontsize=7)
     b.set_xticks(

@@ -197,13 +197,17 @@ def _check_label_maps(logits: Tensor, y: Tensor, mask: Tensor | None) -> None:
         check_binary(mask, "mask")
 
 
-def weighted_cross_entropy(logits: Tensor, y: Tensor, beta: float, mask: Tensor | None = None) -> Tensor:
-    """Per-image ``-sum [beta y log p + (1 - beta)(1 - y) log(1 - p)]``: the numerator of eq. 9."""
-    _check_label_maps(logits, y, mask)
-    term = -(beta * y * F.logsigmoid(logits) + (1 - beta) * (1 - y) * F.logsigmoid(-logits))
+def _per_image_sum(term: Tensor, mask: Tensor | None) -> Tensor:
+    """Per-pixel terms summed over each image, inside ``mask`` when given."""
     if mask is not None:
         term = term * mask
     return term.reshape(term.shape[0], -1).sum(1)
+
+
+def weighted_cross_entropy(logits: Tensor, y: Tensor, beta: float, mask: Tensor | None = None) -> Tensor:
+    """Per-image ``-sum [beta y log p + (1 - beta)(1 - y) log(1 - p)]``: the numerator of eq. 9."""
+    _check_label_maps(logits, y, mask)
+    return _per_image_sum(-(beta * y * F.logsigmoid(logits) + (1 - beta) * (1 - y) * F.logsigmoid(-logits)), mask)
 
 
 def weighted_bernoulli_log_likelihood(logits: Tensor, y: Tensor, beta: float, mask: Tensor | None = None) -> Tensor:
@@ -213,19 +217,13 @@ def weighted_bernoulli_log_likelihood(logits: Tensor, y: Tensor, beta: float, ma
     log_p, log_1mp = F.logsigmoid(logits), F.logsigmoid(-logits)
     num = beta * y * log_p + (1 - beta) * (1 - y) * log_1mp
     norm = torch.logaddexp(beta * log_p, (1 - beta) * log_1mp)
-    term = num - norm
-    if mask is not None:
-        term = term * mask
-    return term.reshape(term.shape[0], -1).sum(1)
+    return _per_image_sum(num - norm, mask)
 
 
 def bernoulli_log_likelihood(logits: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
     """Per-image ``sum [y log p + (1 - y) log(1 - p)]``, ``p = sigmoid(logits)``: the plain Bernoulli."""
     _check_label_maps(logits, y, mask)
-    term = y * F.logsigmoid(logits) + (1 - y) * F.logsigmoid(-logits)
-    if mask is not None:
-        term = term * mask
-    return term.reshape(term.shape[0], -1).sum(1)
+    return _per_image_sum(y * F.logsigmoid(logits) + (1 - y) * F.logsigmoid(-logits), mask)
 
 
 def scored_probability(logits: Tensor, beta: float | None) -> Tensor:

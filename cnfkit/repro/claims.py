@@ -71,10 +71,6 @@ class Claim:
     check: Callable[[dict[str, Any]], Measured | None]  # results -> measured; None: the results needed are missing
     curves: tuple[tuple[str, tuple[str | int, ...]], ...] = field(default=())  # (label, key path) of learning curves
 
-    @property
-    def says(self) -> str:  # the quote, for tables that show one column
-        return self.quote
-
 
 _BEATS = f"one-sided: the difference in the claimed direction must exceed {Z:g} standard errors of the difference"
 _NOT_WORSE = f"one-sided non-inferiority: the difference must not be below -{Z:g} standard errors of the difference"
@@ -95,26 +91,24 @@ def _z_text(st: dict[str, Any]) -> str:
     return f"difference {st['difference']:+.4g} ({st['z']:+.1f} SE; {st['statistic']})"
 
 
-def _lower(label_a: str, label_b: str, a: float, b: float, pairs: tuple[list, list] | None, unit: str) -> Measured:
-    """``a`` claimed lower than ``b`` (bits/dim, distances), tested on the paired per-item values ``pairs``."""
-    text = f"{label_a} {a:.4g} vs {label_b} {b:.4g} {unit}".rstrip()
+def _paired(label_a: str, label_b: str, a: float, b: float, pairs: tuple[list, list] | None, unit: str, sign: int):
+    """``a`` claimed lower (``sign=-1``: bits/dim, distances) or higher (``sign=+1``: PSNR) than ``b``, tested on the
+    paired per-item values ``pairs``: holds when the difference is beyond ``Z`` SE in the claimed direction."""
+    text = f"{label_a} {a:.4g} vs {label_b} {b:.4g} {unit}"
     if pairs is None:
         return Measured(text + "; per-item values not in these results: noise not measured", None)
     if few := _too_few(len(pairs[0])):
         return Measured(text + few, None)
     st = paired_bootstrap(*pairs, seed=SEED)
-    return Measured(f"{text}; {_z_text(st)}", st["z"] <= -Z, st)
+    return Measured(f"{text}; {_z_text(st)}", sign * st["z"] >= Z, st)
+
+
+def _lower(label_a: str, label_b: str, a: float, b: float, pairs: tuple[list, list] | None, unit: str) -> Measured:
+    return _paired(label_a, label_b, a, b, pairs, unit, -1)
 
 
 def _higher(label_a: str, label_b: str, a: float, b: float, pairs: tuple[list, list] | None, unit: str) -> Measured:
-    """``a`` claimed higher than ``b`` (PSNR), tested on the paired per-item values ``pairs``."""
-    text = f"{label_a} {a:.2f} vs {label_b} {b:.2f} {unit}"
-    if pairs is None:
-        return Measured(text + "; per-image values not in these results: noise not measured", None)
-    if few := _too_few(len(pairs[0])):
-        return Measured(text + few, None)
-    st = paired_bootstrap(*pairs, seed=SEED)
-    return Measured(f"{text}; {_z_text(st)}", st["z"] >= Z, st)
+    return _paired(label_a, label_b, a, b, pairs, unit, +1)
 
 
 # --- super-resolution ---------------------------------------------------------------------------
