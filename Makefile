@@ -19,11 +19,11 @@ export PYTHONHASHSEED := 0
 # Idle OpenMP threads sleep instead of spinning, so a busy machine slows a run in proportion (cnfkit/_runtime.py).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help env test test-fast reproduce verify smoke notebooks lab book bench bench-throughput bench-load drive-beta gpu-check data clean
+.PHONY: help env test test-fast reproduce verify smoke notebooks lab book bench bench-throughput bench-load bench-lanes bench-learning drive-beta gpu-check data clean
 
 help:
 	@echo "make test                 pytest + nbval on the committed notebooks (creates the environment)"
-	@echo "make reproduce [PROFILE=smoke|quick|full] [DEVICE=auto|cpu|cuda:N]   run every notebook, write results/<profile>/"
+	@echo "make reproduce [PROFILE=smoke|quick|full] [DEVICE=auto|cpu|cuda:N] [JOBS=N]   run every notebook, write results/<profile>/"
 	@echo "make verify [PROFILE=quick] [ONLY=02]  rerun into build/verify/ and compare with the committed results"
 	@echo "make smoke                reproduce with PROFILE=smoke"
 	@echo "make notebooks            re-execute the committed notebooks in place (smoke outputs, what nbval checks)"
@@ -32,6 +32,8 @@ help:
 	@echo "make bench                every experiment and phase against the machine's FLOP limit (benchmarks/phases.py)"
 	@echo "make bench-throughput     flow-only train/sample throughput, eager and compiled (benchmarks/throughput.py)"
 	@echo "make bench-load           one train step alone and beside 2 busy processes, per thread/wait setting"
+	@echo "make bench-lanes          one 2-thread process against two 1-thread ones: what JOBS=2 buys (benchmarks/lanes.py)"
+	@echo "make bench-learning       SR held-out bits/dim against CPU-seconds, paper vs residual (~10 min)"
 	@echo "make drive-beta           which reading of eq. 9's beta gives the paper's factored bits/dim (DRIVE, ~7 min)"
 	@echo "make gpu-check [DEVICE=cpu DRY_RUN=1]  the one short GPU check (benchmarks/gpu_check.py, <= 8 min)"
 	@echo "make data                 verify / download the datasets (python -m cnfkit.data fetch)"
@@ -69,7 +71,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -x
 
 reproduce: $(STAMP)
-	$(PY) -m cnfkit.repro.reproduce $(if $(PROFILE),--profile $(PROFILE),) --device $(DEVICE) $(if $(DRY_RUN),--dry-run,)
+	$(PY) -m cnfkit.repro.reproduce $(if $(PROFILE),--profile $(PROFILE),) --device $(DEVICE) $(if $(DRY_RUN),--dry-run,) \
+		$(if $(JOBS),--jobs $(JOBS),)
 
 verify: $(STAMP)
 	$(PY) -m cnfkit.repro.verify --profile $(or $(PROFILE),quick) $(if $(ONLY),--only $(ONLY),) \
@@ -95,6 +98,12 @@ bench-throughput: $(STAMP)
 
 bench-load: $(STAMP)
 	$(PY) benchmarks/under_load.py --out results/benchmarks
+
+bench-lanes: $(STAMP)
+	$(PY) benchmarks/lanes.py --out results/benchmarks
+
+bench-learning: $(STAMP)
+	$(PY) benchmarks/learning_per_second.py sr --steps 300 --every 50 --out results/benchmarks
 
 drive-beta: $(STAMP)
 	$(PY) scripts/drive_beta_reading.py --out results/studies

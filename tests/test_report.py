@@ -103,3 +103,26 @@ def test_beyond_the_paper_tables_are_rendered_from_the_json(tmp_path):
     (folder / "drive.json").write_text(json.dumps(doc))
     text = report.render("quick", tmp_path)
     assert "Beyond the paper, DRIVE" in text and "0.012" in text and "0.810" in text and "3.400" in text
+
+
+def test_notebook_times_total_is_the_elapsed_time_when_notebooks_ran_side_by_side(tmp_path):
+    import json
+
+    from cnfkit.repro.report import render_notebook_times
+
+    times = {
+        "00_a": {"wall_time_s": 600.0, "git_commit": "abc", "threads": "1"},
+        "01_b": {"wall_time_s": 1200.0, "git_commit": "abc", "threads": "1"},
+    }
+    (tmp_path / "notebook_times.json").write_text(json.dumps(times))
+    alone = render_notebook_times(tmp_path, "quick")
+    assert "**30.0**" in alone  # no record of a side-by-side run: the sum
+    times["90_report"] = {"wall_time_s": 60.0, "git_commit": "abc", "threads": "2"}
+    (tmp_path / "notebook_times.json").write_text(json.dumps(times))
+    order = ["01_b", "00_a"]
+    run = {"wall_time_s": 1200.0, "side_by_side": 2, "threads_each": 1, "started_in_order": order, "git_commit": "abc"}
+    (tmp_path / "reproduce_run.json").write_text(json.dumps(run))
+    both = render_notebook_times(tmp_path, "quick")  # 20 min side by side, then the report alone
+    assert "**21.0**" in both and "2 notebooks at a time" in both and "| 31.0 |" in both
+    (tmp_path / "reproduce_run.json").write_text(json.dumps({**run, "git_commit": "older"}))
+    assert "**31.0**" in render_notebook_times(tmp_path, "quick")  # a record of another run is not used

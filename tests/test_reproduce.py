@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import nbformat
 import pytest
 
@@ -109,3 +111,60 @@ def test_every_parameter_of_the_committed_notebooks_is_injectable():
             if "=" in line and not line.lstrip().startswith("#")
         }
         assert assigned == set(pm.inspect_notebook(str(nb))), nb.name
+
+
+def test_longest_recorded_notebooks_start_first(tmp_path):
+    nbs = [tmp_path / f"{n}.ipynb" for n in ("00_a", "01_b", "02_c", "03_d")]
+    recorded = {"00_a": 700.0, "01_b": 800.0, "02_c": 100.0}
+    # 03_d has no record: it counts as 600 s
+    assert reproduce.longest_first(nbs, recorded) == ["01_b", "00_a", "03_d", "02_c"]
+    assert reproduce.longest_first(nbs, {}) == ["00_a", "01_b", "02_c", "03_d"]  # ties: numbered order
+
+
+def test_side_by_side_threads_share_the_cores(monkeypatch):
+    monkeypatch.delenv("CNFKIT_THREADS", raising=False)
+    monkeypatch.setattr(reproduce, "usable_cores", lambda: 2)
+    assert reproduce.slot_threads(2) == 1 and reproduce.slot_threads(1) == 2 and reproduce.slot_threads(4) == 1
+    monkeypatch.setenv("CNFKIT_THREADS", "3")
+    assert reproduce.slot_threads(2) == 3
+    monkeypatch.setenv("CNFKIT_THREADS", "two")
+    with pytest.raises(ValueError, match="CNFKIT_THREADS"):
+        reproduce.slot_threads(2)
+    with pytest.raises(ValueError, match="jobs"):
+        reproduce.run("smoke", root=reproduce.ROOT, only=["00"], jobs=0)
+
+
+@pytest.mark.slow
+def test_notebooks_run_side_by_side_then_the_report(tmp_path, capsys, monkeypatch):
+    """Two experiment notebooks side by side with one thread each, the report notebook after both; a failing
+    notebook fails the run and leaves the other's results complete."""
+    monkeypatch.delenv("CNFKIT_THREADS", raising=False)
+    monkeypatch.setattr(reproduce, "usable_cores", lambda: 2)
+    (tmp_path / "notebooks").mkdir()
+    body = (
+        "import os, time\nfrom pathlib import Path\nimport torch\n"
+        "(Path(results_dir) / '{n}.txt').write_text(f\"{{time.time()}} {{os.environ['CNFKIT_THREADS']}} "
+        '{{torch.get_num_threads()}}")\ntime.sleep(3)'
+    )
+    for n in ("00_a", "01_b"):
+        _notebook(tmp_path / "notebooks" / f"{n}.ipynb", body.format(n=n))
+    report = "from pathlib import Path\nassert all((Path(results_dir) / f'{n}.txt').exists() for n in ('00_a', '01_b'))"
+    _notebook(tmp_path / "notebooks" / "90_report.ipynb", report)
+    assert reproduce.run("smoke", root=tmp_path, jobs=2) == 0
+    out = tmp_path / "results" / "smoke"
+    (ta, ea, na), (tb, eb, nb) = [(out / f"{n}.txt").read_text().split() for n in ("00_a", "01_b")]
+    assert ea == eb == "1" and na == nb == "1"  # one thread each
+    assert abs(float(ta) - float(tb)) < 3  # side by side, not one after the other
+    run = json.loads((out / "reproduce_run.json").read_text())
+    assert sorted(run["started_in_order"]) == ["00_a", "01_b"] and run["threads_each"] == 1
+    times = json.loads((out / "notebook_times.json").read_text())
+    assert set(times) == {"00_a", "01_b", "90_report"} and times["00_a"]["threads"] == "1"
+    capsys.readouterr()
+    _notebook(tmp_path / "notebooks" / "02_broken.ipynb", "raise RuntimeError('boom')")
+    _notebook(
+        tmp_path / "notebooks" / "03_fine.ipynb",
+        "from pathlib import Path\n(Path(results_dir) / 'fine').write_text('')",
+    )
+    assert reproduce.run("smoke", root=tmp_path, jobs=2) == 1
+    assert (out / "fine").exists() and (out / ".stamps" / "03_fine.json").exists()
+    assert "02_broken" in capsys.readouterr().err

@@ -204,7 +204,9 @@ def render(profile: str, root: Path = ROOT) -> str:
 
 
 def render_notebook_times(folder: Path, profile: str) -> str:
-    """The wall time of each notebook's last complete ``make reproduce`` run (``notebook_times.json``) and the total."""
+    """The wall time of each notebook's last complete ``make reproduce`` run (``notebook_times.json``) and the total:
+    the run's elapsed time where notebooks ran side by side (``reproduce_run.json``, when made at the same commit:
+    the side-by-side part's elapsed time plus the report notebooks run after it), else their sum."""
     path = folder / "notebook_times.json"
     if not path.exists():
         return ""
@@ -213,12 +215,30 @@ def render_notebook_times(folder: Path, profile: str) -> str:
     for stem, t in sorted(times.items()):
         wall = t["wall_time_s"] if isinstance(t, dict) else float(t)
         commits.add(t.get("git_commit", "?") if isinstance(t, dict) else "?")
-        rows.append([stem, f"{wall / 60:.1f}"])
+        threads = t.get("threads", "") if isinstance(t, dict) else ""
+        rows.append([stem, f"{wall / 60:.1f}", threads])
         total += wall
-    rows.append(["**total**", f"**{total / 60:.1f}**"])
     where = ", ".join(sorted(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in commits))
+    run_path = folder / "reproduce_run.json"
+    run = json.loads(run_path.read_text()) if run_path.exists() else None
+    if run is not None and commits == {run.get("git_commit")}:
+        after = sum(  # the report notebooks, run alone after the side-by-side ones
+            (t["wall_time_s"] if isinstance(t, dict) else float(t))
+            for stem, t in times.items()
+            if stem not in run["started_in_order"]
+        )
+        rows.append(
+            [
+                f"**total** (elapsed; {run['side_by_side']} notebooks at a time)",
+                f"**{(run['wall_time_s'] + after) / 60:.1f}**",
+                "",
+            ]
+        )
+        rows.append(["sum of the notebooks' times", f"{total / 60:.1f}", ""])
+    else:
+        rows.append(["**total**", f"**{total / 60:.1f}**", ""])
     return f"**Wall time per notebook** (`make reproduce PROFILE={profile}`, commit {where}):\n\n" + markdown_table(
-        ["notebook", "minutes"], rows
+        ["notebook", "minutes", "threads"], rows
     )
 
 
