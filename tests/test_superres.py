@@ -52,12 +52,13 @@ def test_inputs_are_validated():
         base(y + 0.5, x)
 
 
-def test_experiment_driver_on_synthetic_images():
+@pytest.mark.parametrize("residual", [False, True])
+def test_experiment_driver_on_synthetic_images(residual):
     from cnfkit.experiments import superres as sr
 
     g = torch.Generator().manual_seed(0)
     imgs = [torch.randint(0, 256, (3, 136, 140), generator=g, dtype=torch.uint8) for _ in range(3)]
-    cfg = sr.config("smoke")
+    cfg = sr.config("smoke").replace(residual=residual)
     out = sr.run(cfg, progress=False, data={"train": imgs, "test": imgs, "test_sets": {"Set5": imgs[:2]}})
     t1 = out["table1"]["BSDS500 32x32 (ImageNet32 stand-in)"]
     assert set(t1) == {"CNF", "Factorized LL"} and all(4 < v < 12 for v in t1.values())
@@ -73,6 +74,7 @@ def test_experiment_driver_on_synthetic_images():
     assert (
         abs(out["parameters"]["cnf"] - out["parameters"]["baseline"]) / out["parameters"]["cnf"] < 0.05
     )  # equal budgets
+    assert all(m.residual is residual for m in out["models"][32].values())
 
 
 def test_driver_checkpoints_are_reused(tmp_path):
@@ -313,3 +315,65 @@ def test_torchrun_cli_trains_and_the_driver_reuses_its_checkpoints(tmp_path):
         assert out["train_time_s"][f"{name}_32"] == ckpts[name]["wall_time"]  # loaded, not retrained
         for k, v in out["models"][32][name].state_dict().items():
             assert torch.equal(v, ckpts[name]["model"][k].to(v.device)), (name, k)
+
+
+def _residual_pair():
+    """A residual CNF and a paper-parameterized one with the same weights."""
+    torch.manual_seed(0)
+    plain = SRFlow(steps=2, hidden=16, rrdb_blocks=1, growth=8, nf=8, context_channels=8)
+    res = SRFlow(steps=2, hidden=16, rrdb_blocks=1, growth=8, nf=8, context_channels=8, residual=True)
+    res.load_state_dict(plain.state_dict())
+    return plain.double(), res.double()
+
+
+def test_residual_shift_has_unit_jacobian_and_keeps_bits_per_dim_comparable():
+    """log p(v | x) of the residual CNF is the flow's density of r = v - b(x) with nothing added: the shift's
+    Jacobian (brute force, float64) is the identity.  On a fixed shift (a constant LR image of level 127.5, whose
+    bicubic upsampling is 127.5 everywhere: origin (127.5 + 0.5) / 256 = 0.5, the paper's) the two
+    parameterizations give the same log-likelihood to the last bit."""
+    from cnfkit.models.superres import bicubic_base
+
+    plain, res = _residual_pair()
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, 256, (2, 3, 8, 8), generator=g).double()
+    x = torch.randint(0, 256, (2, 3, 4, 4), generator=g).double()
+    origin = (bicubic_base(x).double() + 0.5) / 256
+    v = (y[:1] + torch.rand(y[:1].shape, generator=g, dtype=torch.float64)) / 256
+    jac = torch.autograd.functional.jacobian(lambda t: t - origin[:1], v).reshape(v.numel(), v.numel())
+    assert torch.equal(jac, torch.eye(v.numel(), dtype=torch.float64))  # log|det| = 0 exactly
+    with torch.no_grad():
+        ctx = x[:1] / 255.0 - 0.5
+        assert torch.allclose(res.flow.log_prob(v - origin[:1], ctx), plain.flow.log_prob(v - origin[:1], ctx))
+        flat = torch.full_like(x, 127.5)
+        assert torch.equal(bicubic_base(flat), torch.full_like(y, 127.5))
+        ga = [torch.Generator().manual_seed(3 + i) for i in range(2)]
+        gb = [torch.Generator().manual_seed(3 + i) for i in range(2)]
+        assert torch.equal(res(y, flat, generator=ga), plain(y, flat, generator=gb))
+        # elsewhere the residual model scores the residual: a different number, on the same (nats per image) scale
+        assert not torch.allclose(res(y, x), plain(y, x))
+
+
+def test_residual_sampling_and_baseline_start_from_bicubic():
+    from cnfkit.models.superres import bicubic_base
+
+    _, res = _residual_pair()
+    res = res.float()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 256, (2, 3, 4, 4), generator=g).float()
+    feats = res.conditioning(x)
+    a = res.sample(x, temperature=0.7, generator=[torch.Generator().manual_seed(i) for i in range(2)])
+    b = res.sample(
+        None, temperature=0.7, generator=[torch.Generator().manual_seed(i) for i in range(2)], features=feats
+    )
+    assert torch.equal(a, b) and a.shape == (2, 3, 8, 8)
+    many = res.sample(x, num_samples=3, temperature=0.0)
+    assert many.shape == (6, 3, 8, 8)
+    assert torch.equal(many[3], many[5]) and torch.equal(many[0], res.sample(x[:1], temperature=0.0)[0])
+    # the residual baseline with a silent head predicts bicubic upsampling (its mode is the nearest level)
+    base = FactorizedLogisticSR(rrdb_blocks=1, growth=8, nf=8, context_channels=8, hidden=8, residual=True)
+    last = base.head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[12:].fill_(-6.0)  # pixel-shuffled channels 12..23 are the log-scales: sharp
+    assert torch.equal(base.mode(x), bicubic_base(x).round())
