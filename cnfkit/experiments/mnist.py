@@ -139,7 +139,8 @@ CONFIGS = {
         n_test=10000,
         ae_epochs=2,
         ae_batch=128,
-        flow_epochs=15,
+        # the committed 15-epoch run's Fashion-MNIST flow loss still fell 38.6% over its last two fifths
+        flow_epochs=25,
         flow_batch=256,
         flow_blocks=4,
         flow_hidden=128,

@@ -78,6 +78,9 @@ class SRConfig(Config):
         float, ...
     ]  # per size: BSDS500 images are shrunk by this factor (>= 1) before patches are cut
     coupling_scale: str = "soft_exp"  # the CNF's coupling scale s(.): "soft_exp" (bounded inverse) or Glow's "sigmoid"
+    # both models predict the HR image as an offset from its bicubic upsampling (models/superres.py; not the paper's
+    # parameterization; bits/dim stay exactly comparable: the shift has unit Jacobian)
+    residual: bool = False
     temperatures: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0)
     eval_batch: int = 8  # images (or crops) per forward call in evaluation; results do not depend on it
     n_posterior: int = 8  # CNF samples per LR image for the posterior mean, LR-consistency and diversity
@@ -139,6 +142,9 @@ CONFIGS = {
         n_train=20000,
         n_test=1000,
         steps=500,  # the committed quick run: 0.36 s (CNF) + 0.38 s (baseline) per step of 16 on the 2-core CPU
+        # offsets from bicubic upsampling: at 300 steps held-out CNF 4.02 bpd (paper's parameterization 4.86),
+        # baseline 5.60 (5.91); make bench-learning, results/benchmarks/learning_sr_cpu.md
+        residual=True,
         batch=16,
         levels=2,
         flow_steps=4,
@@ -206,8 +212,11 @@ def build_models(cfg: SRConfig) -> SRModels:
             cfg.nf,
             cfg.context,
             cfg.coupling_scale,
+            residual=cfg.residual,
         ),
-        "baseline": FactorizedLogisticSR(cfg.rrdb_blocks, cfg.growth_baseline, cfg.nf, cfg.context, hidden=cfg.context),
+        "baseline": FactorizedLogisticSR(
+            cfg.rrdb_blocks, cfg.growth_baseline, cfg.nf, cfg.context, hidden=cfg.context, residual=cfg.residual
+        ),
     }
 
 
