@@ -29,18 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PHASES = Path(__file__).resolve().parent / "phases.py"
 sys.path.insert(0, str(PHASES.parent))
 
-from under_load import row_seconds  # type: ignore[import-not-found]
+from under_load import IDLE_ROWS, row_seconds  # type: ignore[import-not-found]
 
-ROWS = (
-    "sr:train",
-    "sr:evaluate",
-    "theory_gmm:train",
-    "theory_rotating:train",
-    "mnist:train",
-    "binary_dequantization:train",
-    "drive:train",
-    "drive:evaluate",
-)
+ROWS = IDLE_ROWS  # every quick train and evaluation row that make bench-load times
 SETTINGS = {
     "2 threads": {"CNFKIT_THREADS": "2", "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
     "1 thread": {"CNFKIT_THREADS": "1", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"},
