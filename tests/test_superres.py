@@ -342,13 +342,17 @@ def test_residual_shift_has_unit_jacobian_and_keeps_bits_per_dim_comparable():
     jac = torch.autograd.functional.jacobian(lambda t: t - origin[:1], v).reshape(v.numel(), v.numel())
     assert torch.equal(jac, torch.eye(v.numel(), dtype=torch.float64))  # log|det| = 0 exactly
     with torch.no_grad():
-        ctx = x[:1] / 255.0 - 0.5
-        assert torch.allclose(res.flow.log_prob(v - origin[:1], ctx), plain.flow.log_prob(v - origin[:1], ctx))
         flat = torch.full_like(x, 127.5)
         assert torch.equal(bicubic_base(flat), torch.full_like(y, 127.5))
         ga = [torch.Generator().manual_seed(3 + i) for i in range(2)]
         gb = [torch.Generator().manual_seed(3 + i) for i in range(2)]
+        # (first: ActNorm initialises on the first batch each model sees, so both see the same one)
         assert torch.equal(res(y, flat, generator=ga), plain(y, flat, generator=gb))
+        # the residual model's ELBO is the flow's log-density of v - b(x) minus log q, nothing added (same noise u)
+        gens = [torch.Generator().manual_seed(7 + i) for i in range(2)]
+        v2, log_q = res.dequantizer(y, generator=[torch.Generator().manual_seed(7 + i) for i in range(2)])
+        by_hand = res.flow.log_prob(v2 - origin, x / 255.0 - 0.5) - log_q
+        assert torch.allclose(res(y, x, generator=gens), by_hand, rtol=0, atol=1e-9)
         # elsewhere the residual model scores the residual: a different number, on the same (nats per image) scale
         assert not torch.allclose(res(y, x), plain(y, x))
 

@@ -23,8 +23,8 @@ Both ``forward(y_levels, x_lr)`` return ``log P(y | x)`` in nats per image for i
 means as offsets from ``b(x)``.  Given ``x`` the shift ``v -> v - b(x)`` has unit Jacobian, so ``log p(v | x)``,
 and with it bits/dim, is exactly the flow's density of ``r``: the two parameterizations are scored on the same
 scale (``tests/test_superres.py`` proves it on a fixed shift).  It starts training from bicubic upsampling instead
-of from nothing, which buys the quick profile's short runs their bits/dim (``results/benchmarks/sr_residual*``);
-the ``full`` profile keeps the paper's parameterization.
+of from nothing, which buys the quick profile's short runs their bits/dim (``make bench-learning``,
+``results/benchmarks/learning_sr_cpu.md``); the ``full`` profile keeps the paper's parameterization.
 """
 
 from __future__ import annotations

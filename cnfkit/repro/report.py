@@ -211,22 +211,18 @@ def render_notebook_times(folder: Path, profile: str) -> str:
     if not path.exists():
         return ""
     times = json.loads(path.read_text())
-    rows, total, commits = [], 0.0, set()
+    walls = {stem: t["wall_time_s"] if isinstance(t, dict) else float(t) for stem, t in times.items()}
+    rows, commits = [], set()
     for stem, t in sorted(times.items()):
-        wall = t["wall_time_s"] if isinstance(t, dict) else float(t)
         commits.add(t.get("git_commit", "?") if isinstance(t, dict) else "?")
-        threads = t.get("threads", "") if isinstance(t, dict) else ""
-        rows.append([stem, f"{wall / 60:.1f}", threads])
-        total += wall
+        rows.append([stem, f"{walls[stem] / 60:.1f}", t.get("threads", "") if isinstance(t, dict) else ""])
+    total = sum(walls.values())
     where = ", ".join(sorted(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in commits))
     run_path = folder / "reproduce_run.json"
     run = json.loads(run_path.read_text()) if run_path.exists() else None
     if run is not None and commits == {run.get("git_commit")}:
-        after = sum(  # the report notebooks, run alone after the side-by-side ones
-            (t["wall_time_s"] if isinstance(t, dict) else float(t))
-            for stem, t in times.items()
-            if stem not in run["started_in_order"]
-        )
+        # the report notebooks ran alone after the side-by-side ones
+        after = sum(w for stem, w in walls.items() if stem not in run["started_in_order"])
         rows.append(
             [
                 f"**total** (elapsed; {run['side_by_side']} notebooks at a time)",

@@ -155,7 +155,7 @@ def run(
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     t_run = time.perf_counter()
-    due = [nb for nb in todo if force or not _current(nb, out, params, digest)]
+    due = [nb for nb in todo if force or not _current(nb, out, _key(nb, params, digest)[0])]
     experiments = [nb for nb in due if int(nb.name[:2]) < REPORT_FROM]
     order: list[str] = []
     if jobs > 1 and len(experiments) > 1:
@@ -183,13 +183,13 @@ def _key(nb: Path, params: dict, digest: str) -> tuple[str, dict]:
     return key, nb_params
 
 
-def _current(nb: Path, out: Path, params: dict, digest: str) -> bool:
-    """Whether ``nb``'s outputs in ``out`` are complete and were made by the same sources and parameters."""
+def _current(nb: Path, out: Path, key: str) -> bool:
+    """Whether ``nb``'s outputs in ``out`` are complete and stamped with ``key`` (see :func:`_key`)."""
     stamp = out / ".stamps" / (nb.stem + ".json")
     if not (stamp.exists() and (out / "notebooks" / nb.name).exists()):
         return False
     try:
-        return json.loads(stamp.read_text()).get("key") == _key(nb, params, digest)[0]
+        return json.loads(stamp.read_text()).get("key") == key
     except ValueError:  # a torn stamp is not a stamp
         return False
 
@@ -200,7 +200,7 @@ def _run_one(nb: Path, out: Path, params: dict, digest: str, force: bool, profil
     key, nb_params = _key(nb, params, digest)
     stamp = out / ".stamps" / (nb.stem + ".json")
     executed = out / "notebooks" / nb.name
-    if not force and _current(nb, out, params, digest):
+    if not force and _current(nb, out, key):
         print(f"{tag}[skip] {nb.name}: outputs complete and current")
         return 0
     print(f"{tag}[run ] {nb.name} (profile={profile})", flush=True)
@@ -284,7 +284,9 @@ def _run_side_by_side(
                     del running[stem]
                     if proc.returncode:
                         failed.append(stem)
-    except BaseException:  # interrupted: stop every child (each checkpoints on SIGTERM) and re-raise
+    # interrupted: terminate every child (its kernel exits with it; training resumes from the last periodic
+    # checkpoint) and re-raise
+    except BaseException:
         for proc in running.values():
             proc.terminate()
         for proc in running.values():
