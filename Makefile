@@ -33,7 +33,7 @@ help:
 	@echo "make bench-throughput     flow-only train/sample throughput, eager and compiled (benchmarks/throughput.py)"
 	@echo "make bench-load           one train step alone and beside 2 busy processes, per thread/wait setting"
 	@echo "make bench-lanes          one 2-thread process against two 1-thread ones: what JOBS=2 buys (benchmarks/lanes.py)"
-	@echo "make bench-learning       SR held-out bits/dim against CPU-seconds, paper vs residual (~10 min)"
+	@echo "make bench-learning       held-out metric against CPU-seconds: SR, MNIST, DRIVE variants (~45 min)"
 	@echo "make drive-beta           which reading of eq. 9's beta gives the paper's factored bits/dim (DRIVE, ~7 min)"
 	@echo "make gpu-check [DEVICE=cpu DRY_RUN=1]  the one short GPU check (benchmarks/gpu_check.py, <= 8 min)"
 	@echo "make data                 verify / download the datasets (python -m cnfkit.data fetch)"
@@ -103,7 +103,12 @@ bench-lanes: $(STAMP)
 	$(PY) benchmarks/lanes.py --out results/benchmarks
 
 bench-learning: $(STAMP)
-	$(PY) benchmarks/learning_per_second.py sr --steps 300 --every 50 --out results/benchmarks
+	$(PY) benchmarks/learning_per_second.py sr --variants paper residual --steps 300 --every 50 --out results/benchmarks
+	$(PY) benchmarks/learning_per_second.py sr --variants residual cosine --steps 300 --every 50 --tag schedule --out results/benchmarks
+	$(PY) benchmarks/learning_per_second.py mnist --variants constant cosine --every 1172 --n-eval 10000 --out results/benchmarks
+	$(PY) benchmarks/learning_per_second.py mnist --variants ae4 --every 1172 --n-eval 10000 --tag ae4 --out results/benchmarks & a=$$!; \
+	$(PY) benchmarks/learning_per_second.py drive --variants constant --steps 1600 --every 400 --n-eval 20 --out results/benchmarks & b=$$!; \
+	wait $$a && wait $$b
 
 drive-beta: $(STAMP)
 	$(PY) scripts/drive_beta_reading.py --out results/studies

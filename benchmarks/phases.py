@@ -98,6 +98,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
     batch of the image experiments' train / sample rows and the crops of the SR evaluation unit (a CPU
     cannot hold the full profile's SR batch of 64 at 64x64); the workload text says what ran."""
     cap = lambda n: n if max_batch is None else min(n, max_batch)
+    from cnfkit.train import adam
     from cnfkit.utils import row_generators
 
     g = torch.Generator().manual_seed(0)
@@ -115,7 +116,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
             loss = theory.gmm_loss("xiao", cfg)
             desc = f"Xiao flow {cfg.gmm_blocks}x{cfg.gmm_layers}x{cfg.gmm_hidden}, batch {cfg.gmm_batch}"
             if phase == "train":
-                return _step(model, loss, batch, torch.optim.Adam(model.parameters(), 1e-4)), desc
+                return _step(model, loss, batch, adam(model.parameters(), 1e-4)), desc
             model.eval()
             if phase == "sample":
                 onehot = _onehot(cfg.n_posterior, cfg.label_dim).to(device)
@@ -132,7 +133,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
                 model,
                 lambda m, b: -m(b[1], b[0]).mean(),
                 (x.to(device), y.to(device)),
-                torch.optim.Adam(model.parameters(), 1e-4),
+                adam(model.parameters(), 1e-4),
             ), desc
         model.eval()
         xt, yt = rotating_modes(cfg.rot_test, g)
@@ -156,7 +157,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
                 flow,
                 lambda m, b: -m(pad(b[0], dim, cfg.pad_noise), b[1]).mean(),
                 batch,
-                torch.optim.Adam(flow.parameters(), 1e-4),
+                adam(flow.parameters(), 1e-4),
             ), f"{desc}, batch {cfg.flow_batch}"
         flow.eval()
         if phase == "sample":
@@ -181,7 +182,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
                 model,
                 lambda m, b: -m(b[1], b[0]).mean() / d,
                 (x.to(device), y.to(device)),
-                torch.optim.Adam(model.parameters(), 1e-4),
+                adam(model.parameters(), 1e-4),
             ), f"{desc}, batch {cfg.batch}"
         model.eval()
         xt, yt = bd.binary_shapes(256, cfg.size, g)
@@ -205,7 +206,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
                 model,
                 lambda m, b: -m(b[1], b[0]).mean() / d,
                 (x.to(device), y.to(device)),
-                torch.optim.Adam(model.parameters(), 1e-4),
+                adam(model.parameters(), 1e-4),
             ), f"CNF (binary deq.), batch {cfg.batch} of {cfg.crop}x{cfg.crop}"
         model = drive.build_model("cnf", cfg).to(device).eval()
         img = torch.rand(1, 3, 584, 565, generator=g)
@@ -247,7 +248,7 @@ def build(experiment: str, phase: str, profile: str, device: torch.device, max_b
                 model,
                 lambda m, b: -m(b[0], b[1]).mean(),
                 (hr.to(device), lr.to(device)),
-                torch.optim.Adam(model.parameters(), 1e-4),
+                adam(model.parameters(), 1e-4),
             ), f"{arch}, batch {cfg.batch} at {size}x{size}"
         model.eval()
         with torch.no_grad():

@@ -73,6 +73,7 @@ def run_one(name: str, mode: str, device: str, steps: int, warmup: int) -> dict:
     import torch
 
     from cnfkit import ConditionalFlow
+    from cnfkit.train import adam
     from cnfkit.utils import num_parameters
 
     torch.manual_seed(0)
@@ -84,7 +85,7 @@ def run_one(name: str, mode: str, device: str, steps: int, warmup: int) -> dict:
     ).to(dev)
     y = torch.rand(batch, c["channels"], size, size, device=dev)
     x = torch.randn(batch, c["context"], size // 2, size // 2, device=dev)
-    opt = torch.optim.Adam(flow.parameters(), lr=1e-4)
+    opt = adam(flow.parameters(), 1e-4)
     runner = torch.compile(flow) if mode == "compiled" else flow
     sampler = torch.compile(flow.sample) if mode == "compiled" else flow.sample
 

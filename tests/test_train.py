@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -384,3 +385,75 @@ def test_ddp_sigterm_on_one_rank_checkpoints_both_and_resumes(tmp_path):
             torch.load(tmp_path / "run" / f"params_rank{rank}.pt"),
             torch.load(tmp_path / "ref" / f"params_rank{rank}.pt"),
         )
+
+
+# --- optimiser and learning-rate schedule --------------------------------------------------------------------------
+
+
+def test_fused_adam_takes_the_same_steps_as_the_reference_adam():
+    """The fused kernel is the same update as torch's reference (for-loop) Adam, up to float64 rounding."""
+    from cnfkit.train import adam
+
+    runs = []
+    for fused in (True, False):
+        model, x, y = make_problem()
+        model = model.double()
+        opt = adam(model.parameters(), 1e-2, fused=fused)
+        assert bool(opt.defaults["fused"]) is fused
+        torch.manual_seed(1)
+        for _ in range(20):
+            opt.zero_grad()
+            loss_fn(model, (x.double(), y.double())).backward()
+            opt.step()
+        runs.append(_params(model))
+    for k in runs[0]:
+        torch.testing.assert_close(runs[0][k], runs[1][k], rtol=1e-10, atol=1e-12)
+
+
+def test_learning_rate_schedules():
+    from cnfkit.train import learning_rate
+
+    constant = TrainConfig(steps=10, lr=0.5)
+    assert [learning_rate(s, constant) for s in range(10)] == [0.5] * 10
+    warm = TrainConfig(steps=10, lr=1.0, warmup=4)
+    assert [learning_rate(s, warm) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    cosine = TrainConfig(steps=12, lr=2.0, schedule="cosine", warmup=2)
+    lrs = [learning_rate(s, cosine) for s in range(12)]
+    assert lrs[:3] == [1.0, 2.0, 2.0]  # warm-up, then the cosine starts at lr
+    assert lrs[7] == pytest.approx(1.0)  # half-way through the 10 decay steps: lr / 2
+    assert all(a > b for a, b in itertools.pairwise(lrs[2:])) and 0 < lrs[-1] < 0.05
+
+
+def test_the_trainer_applies_the_schedule_and_resumes_on_it(tmp_path):
+    """Each step runs at learning_rate(step); an interrupted cosine run resumes to the uninterrupted parameters."""
+    from cnfkit.train import learning_rate
+
+    cfg = config(schedule="cosine", warmup=3)
+    seen = []
+    reference, _ = _run(tmp_path / "a", cfg, callbacks=[lambda t, s, m: seen.append(t.optimizer.param_groups[0]["lr"])])
+    assert seen == [learning_rate(s, cfg) for s in range(cfg.steps)]
+
+    def interrupt(trainer, step, metrics):
+        if step == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "b", cfg, callbacks=[interrupt])
+    resumed, _ = _run(tmp_path / "b", cfg)
+    _assert_same(_params(resumed), _params(reference))
+    constant, _ = _run(tmp_path / "c", config())
+    assert any(not torch.equal(a, b) for a, b in zip(_params(constant).values(), _params(reference).values()))
+
+
+@pytest.mark.parametrize("bad", [{"schedule": "linear"}, {"warmup": -1}, {"warmup": 11}])
+def test_bad_schedules_are_refused(bad):
+    from cnfkit.config import ConfigError
+    from cnfkit.experiments import mnist, superres
+
+    with pytest.raises(ConfigError):
+        config(**bad)
+    if "warmup" not in bad or bad["warmup"] < 0:  # the experiments cap a warm-up at their run's length
+        with pytest.raises(ConfigError):
+            superres.config("smoke").replace(**bad)
+        with pytest.raises(ConfigError):
+            mnist.config("smoke").replace(**bad)

@@ -37,7 +37,7 @@ from ..repro.paper import paper_numbers
 from ..repro.profiles import Config, ConfigError, select
 from ..repro.results import curve_summary, phase, with_spread
 from ..repro.stats import json_safe, paired_bootstrap_statistic
-from ..train import EpochSampler, train_steps
+from ..train import EpochSampler, check_schedule, train_steps
 from ..utils import module_device, row_generators
 from .cli import command_line
 from .common import RunOptions, checkpoint_path
@@ -90,9 +90,18 @@ class DriveConfig(Config):
     hidden: int = 32
     widths: tuple[int, int, int] = (32, 64, 128)
     lr: float = 1e-3
+    # the learning rate over each model's run (cnfkit.train.learning_rate): "constant" or "cosine" decay to 0 after
+    # ``warmup`` steps of linear warm-up
+    schedule: str = "constant"
+    warmup: int = 0
     beta: float = 0.9  # weight of the vessel term in eq. 9 (vessels are ~10% of the pixels)
     seeds: tuple[int, ...] = (0,)
-    nonnegative = frozenset({"seeds"})
+    nonnegative = frozenset({"seeds", "warmup"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_schedule(self.schedule, self.warmup, None, "DriveConfig")  # dry runs cap steps: warm-up is capped too
+
     dry_run_caps: ClassVar[dict[str, int]] = {
         "steps": 2,
         "test_images": 2,
@@ -195,6 +204,8 @@ def train_model(
         make_batches(train, cfg, seed),
         steps=cfg.steps,
         lr=cfg.lr,
+        schedule=cfg.schedule,
+        warmup=min(cfg.warmup, cfg.steps),
         seed=seed,
         checkpoint_dir=checkpoint_path(opts.checkpoint_dir, "drive", cfg, name, f"seed{seed}"),
         progress=opts.progress,

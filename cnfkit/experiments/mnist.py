@@ -29,7 +29,7 @@ from ..models.toy import pad, xiao_flow
 from ..repro.paper import paper_numbers
 from ..repro.profiles import Config, select
 from ..repro.results import curve_summary
-from ..train import EpochSampler, train_steps
+from ..train import EpochSampler, check_schedule, train_steps
 from ..utils import PhaseTimer, phase
 from .cli import command_line
 from .common import RunOptions, checkpoint_path
@@ -112,14 +112,22 @@ class MNISTConfig(Config):
     flow_layers: int = 3
     ae_lr: float = 1e-3
     flow_lr: float = 1e-3
+    # the learning rate over each model's run (cnfkit.train.learning_rate): "constant" or "cosine" decay to 0 after
+    # ``warmup`` steps of linear warm-up
+    schedule: str = "constant"
+    warmup: int = 0
     latent_dim: int = 20
     label_dim: int = 10
     pad_noise: float = 0.05
     label_noise: float = 0.1
     temperature: float = 0.8  # for the sample grids
     seed: int = 0
-    nonnegative = frozenset({"seed"})
+    nonnegative = frozenset({"seed", "warmup"})
     dry_run_caps: ClassVar[dict[str, int]] = {"n_train": 1024, "n_test": 500, "ae_epochs": 1, "flow_epochs": 1}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_schedule(self.schedule, self.warmup, None, "MNISTConfig")
 
 
 CONFIGS = {
@@ -190,12 +198,15 @@ def _train(model: nn.Module, key: str, tensors: tuple[Tensor, ...], cfg: MNISTCo
     )
     desc = f"{dataset}/{key.replace('_', ' ')}"  # the progress bar; the checkpoint folder is MNIST_xiao_flow etc.
     sampler = EpochSampler(tensors, batch, seed=cfg.seed)
+    steps = max(1, epochs * sampler.per_epoch)
     history, wall = train_steps(
         model,
         _loss(key, cfg),
         sampler,
-        steps=max(1, epochs * sampler.per_epoch),
+        steps=steps,
         lr=lr,
+        schedule=cfg.schedule,
+        warmup=min(cfg.warmup, steps),
         seed=cfg.seed,
         desc=desc,
         progress=opts.progress,

@@ -36,7 +36,7 @@ from ..repro.paper import paper_numbers
 from ..repro.profiles import Config, ConfigError, select
 from ..repro.report import sr_set_label
 from ..repro.results import curve_summary, phase
-from ..train import EpochSampler, train_steps
+from ..train import EpochSampler, check_schedule, train_steps
 from ..utils import module_device, row_generators
 from .cli import command_line
 from .common import RunOptions, checkpoint_path
@@ -97,10 +97,19 @@ class SRConfig(Config):
     autocast: str = "none"
     tau: float = 0.8  # temperature of the samples scored by PSNR/SSIM (Table 2)
     lr: float = 1e-4
+    # the learning rate over the run (cnfkit.train.learning_rate): "constant" (the paper's) or "cosine" decay to 0
+    # after ``warmup`` steps of linear warm-up
+    schedule: str = "constant"
+    warmup: int = 0
     crop: int = 128
     max_test_images: int = 100  # per test set (BSD100 has 100)
     seed: int = 0
-    nonnegative = frozenset({"seed", "temperatures", "tau"})
+    nonnegative = frozenset({"seed", "temperatures", "tau", "warmup"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_schedule(self.schedule, self.warmup, None, "SRConfig")  # dry runs cap steps: warm-up is capped too
+
     # a dry run keeps the architecture and sizes; the batch is capped too, so that a CPU can hold a full-size step
     dry_run_caps: ClassVar[dict[str, int]] = {
         "steps": 2,
@@ -610,6 +619,8 @@ def _train_sr(model: nn.Module, name: str, size: int, sampler, cfg: SRConfig, op
         sampler,
         steps=cfg.steps,
         lr=cfg.lr,
+        schedule=cfg.schedule,
+        warmup=min(cfg.warmup, cfg.steps),
         seed=cfg.seed,
         grad_clip=100.0,
         progress=opts.progress,

@@ -48,6 +48,9 @@ from .trainer import (
     Trainer,
     TrainingError,
     TrainingInterrupted,
+    adam,
+    check_schedule,
+    learning_rate,
     train_steps,
 )
 
@@ -60,9 +63,12 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "TrainingInterrupted",
+    "adam",
     "atomic_save",
+    "check_schedule",
     "data_fingerprint",
     "init_distributed",
+    "learning_rate",
     "model_fingerprint",
     "rank_and_world",
     "read_checkpoint",

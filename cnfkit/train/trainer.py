@@ -40,6 +40,9 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "TrainingInterrupted",
+    "adam",
+    "check_schedule",
+    "learning_rate",
     "train_steps",
 ]
 
@@ -73,12 +76,50 @@ class TrainConfig(Config):
     compile_backend: str = "inductor"
     # "bf16": networks in bfloat16 autocast; bijections, log-determinants, priors and losses stay float32
     autocast: str = "none"
-    nonnegative = frozenset({"eval_every", "checkpoint_every", "seed"})
+    # Adam's fused kernel: one pass per parameter instead of about ten elementwise passes (the same update up to
+    # float rounding); the quick MNIST auto-encoder's optimiser step fell from 0.137 s to 0.016 s on one CPU thread
+    fused: bool = True
+    # the learning rate at each step (see learning_rate): "constant", or "cosine" decay to 0 after a linear warm-up
+    schedule: str = "constant"
+    warmup: int = 0  # steps of linear warm-up from lr / warmup to lr (0: none)
+    nonnegative = frozenset({"eval_every", "checkpoint_every", "seed", "warmup"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.autocast not in ("none", "bf16"):
             raise ConfigError(f"TrainConfig.autocast must be 'none' or 'bf16', got {self.autocast!r}")
+        check_schedule(self.schedule, self.warmup, self.steps, "TrainConfig")
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def check_schedule(schedule: str, warmup: int, steps: int | None, where: str) -> None:
+    """Refuse (:class:`~cnfkit.config.ConfigError`) an unknown schedule or a warm-up longer than the run."""
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"{where}.schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if steps is not None and warmup > steps:
+        raise ConfigError(f"{where}.warmup ({warmup}) is longer than the run ({steps} steps)")
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """The learning rate of step ``step`` (0-based) of a run under ``config``: a pure function of the step, so a
+    resumed run follows the same schedule.  ``warmup`` steps rise linearly to ``lr`` (step ``k`` uses
+    ``lr * (k + 1) / warmup``); then ``"constant"`` stays at ``lr`` and ``"cosine"`` follows
+    ``lr * (1 + cos(pi * t)) / 2`` with ``t`` going from 0 at the first step after the warm-up to 1 past the last."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    if config.schedule == "constant":
+        return config.lr
+    t = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def adam(params, lr: float, fused: bool = True) -> torch.optim.Adam:
+    """The optimiser every experiment and benchmark uses: Adam, fused where torch has the kernel (CPU and CUDA)."""
+    params = list(params)
+    has_kernel = {p.device.type for p in params} <= {"cpu", "cuda"}
+    return torch.optim.Adam(params, lr=lr, fused=True if fused and has_kernel else None)
 
 
 class StopSignals:
@@ -193,7 +234,7 @@ class Trainer:
         self.callbacks, self.compile = tuple(callbacks), compile or config.compile
         self.progress, self.desc = progress, desc
         self._compiled_ok = False
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = adam(self.model.parameters(), config.lr, config.fused)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.wall_time = 0.0
@@ -300,6 +341,9 @@ class Trainer:
         grad_norm = nn.utils.clip_grad_norm_(params, max_norm).item()
         if not math.isfinite(grad_norm):
             raise NonFiniteError(f"non-finite gradient norm ({grad_norm}) at step {self.step + 1}")
+        lr = learning_rate(self.step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.step()
         return loss_value, grad_norm
 
@@ -414,6 +458,8 @@ def train_steps(
     channels_last: bool = False,
     compile: bool = False,
     autocast: str = "none",
+    schedule: str = "constant",
+    warmup: int = 0,
     timer: PhaseTimer | None = None,
     fingerprint: Any = None,
 ) -> tuple[list[dict[str, float]], float]:
@@ -436,6 +482,8 @@ def train_steps(
         channels_last=channels_last,
         compile=compile,
         autocast=autocast,
+        schedule=schedule,
+        warmup=warmup,
     )
     trainer = Trainer(
         model,
