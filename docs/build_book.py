@@ -53,6 +53,13 @@ def stage(profile: str, staging: Path, root: Path = ROOT) -> Path:
     for folder in ("figures", "tables"):
         if (root / "results" / profile / folder).is_dir():
             shutil.copytree(root / "results" / profile / folder, staging / "results" / profile / folder)
+    bench = root / "results" / "benchmarks"  # the README's learning-per-second figures
+    if bench.is_dir():
+        shutil.copytree(
+            bench,
+            staging / "results" / "benchmarks",
+            ignore=lambda d, names: [n for n in names if not n.endswith(".png")],
+        )
     shutil.copytree(mathjax_dir(), src / "_static" / "mathjax")
     return src
 

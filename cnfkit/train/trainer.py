@@ -115,6 +115,12 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every parameter group of ``optimizer`` steps at ``lr`` from now on."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def adam(params, lr: float, fused: bool = True) -> torch.optim.Adam:
     """The optimiser every experiment and benchmark uses: Adam, fused where torch has the kernel (CPU and CUDA)."""
     params = list(params)
@@ -341,9 +347,7 @@ class Trainer:
         grad_norm = nn.utils.clip_grad_norm_(params, max_norm).item()
         if not math.isfinite(grad_norm):
             raise NonFiniteError(f"non-finite gradient norm ({grad_norm}) at step {self.step + 1}")
-        lr = learning_rate(self.step, self.config)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(self.optimizer, learning_rate(self.step, self.config))
         self.optimizer.step()
         return loss_value, grad_norm
 
