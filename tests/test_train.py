@@ -457,3 +457,10 @@ def test_bad_schedules_are_refused(bad):
             superres.config("smoke").replace(**bad)
         with pytest.raises(ConfigError):
             mnist.config("smoke").replace(**bad)
+
+
+def test_train_steps_caps_a_warmup_longer_than_the_run():
+    """An experiment's warm-up outlives a dry run's 2 steps: train_steps caps it instead of refusing the run."""
+    model, x, y = make_problem()
+    history, _ = train_steps(model, loss_fn, sampler(x, y), steps=3, lr=1e-2, warmup=50, progress=False)
+    assert history[-1]["step"] == 3

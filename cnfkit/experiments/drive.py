@@ -100,7 +100,7 @@ class DriveConfig(Config):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_schedule(self.schedule, self.warmup, None, "DriveConfig")  # dry runs cap steps: warm-up is capped too
+        check_schedule(self.schedule, self.warmup, None, "DriveConfig")  # train_steps caps the warm-up at a (dry) run
 
     dry_run_caps: ClassVar[dict[str, int]] = {
         "steps": 2,
@@ -205,7 +205,7 @@ def train_model(
         steps=cfg.steps,
         lr=cfg.lr,
         schedule=cfg.schedule,
-        warmup=min(cfg.warmup, cfg.steps),
+        warmup=cfg.warmup,
         seed=seed,
         checkpoint_dir=checkpoint_path(opts.checkpoint_dir, "drive", cfg, name, f"seed{seed}"),
         progress=opts.progress,

@@ -206,7 +206,7 @@ def _train(model: nn.Module, key: str, tensors: tuple[Tensor, ...], cfg: MNISTCo
         steps=steps,
         lr=lr,
         schedule=cfg.schedule,
-        warmup=min(cfg.warmup, steps),
+        warmup=cfg.warmup,
         seed=cfg.seed,
         desc=desc,
         progress=opts.progress,

@@ -108,7 +108,7 @@ class SRConfig(Config):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_schedule(self.schedule, self.warmup, None, "SRConfig")  # dry runs cap steps: warm-up is capped too
+        check_schedule(self.schedule, self.warmup, None, "SRConfig")  # train_steps caps the warm-up at a (dry) run
 
     # a dry run keeps the architecture and sizes; the batch is capped too, so that a CPU can hold a full-size step
     dry_run_caps: ClassVar[dict[str, int]] = {
@@ -620,7 +620,7 @@ def _train_sr(model: nn.Module, name: str, size: int, sampler, cfg: SRConfig, op
         steps=cfg.steps,
         lr=cfg.lr,
         schedule=cfg.schedule,
-        warmup=min(cfg.warmup, cfg.steps),
+        warmup=cfg.warmup,
         seed=cfg.seed,
         grad_clip=100.0,
         progress=opts.progress,

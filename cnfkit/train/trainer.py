@@ -472,6 +472,7 @@ def train_steps(
     ``device`` ``None`` or ``"auto"``: CUDA when available, else CPU; the model stays there afterwards.  With a
     ``checkpoint_dir`` (and ``checkpoint_every`` 0) a checkpoint is written every ``steps // 20``
     steps and at the end, so a rerun resumes an interrupted run or reloads a finished one.
+    A ``warmup`` longer than ``steps`` is capped at ``steps``.
     Returns ``(history, wall_time_s)``: about 50 history points; the training time summed over resumptions.
     """
     if checkpoint_dir is not None and not checkpoint_every:
@@ -487,7 +488,7 @@ def train_steps(
         compile=compile,
         autocast=autocast,
         schedule=schedule,
-        warmup=warmup,
+        warmup=min(warmup, steps),  # an experiment's warm-up is capped at its run (dry runs cap the steps)
     )
     trainer = Trainer(
         model,
